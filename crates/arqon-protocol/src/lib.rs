@@ -22,12 +22,16 @@
 //! accepted on input only), every timestamp it writes is RFC 3339 UTC with
 //! milliseconds and `Z`, and an `error` always carries `request_id`.
 
+mod client;
 mod decode;
 mod envelope;
 mod error;
 mod ids;
 mod time;
 
+pub use client::{
+    ClientType, MAX_AVATAR_LEN, MAX_PERSONALITY_LEN, MAX_SCREEN_NAME_LEN, UnknownClientType, close,
+};
 pub use decode::{
     ClientTelemetry, CommandRequest, Inbound, Publish, RawJson, Rejection, Target, decode,
 };

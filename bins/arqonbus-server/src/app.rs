@@ -1,0 +1,82 @@
+//! What every request and connection of one server shares.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use arqon_commands::Bus;
+use arqon_config::Config;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The server's version, as built.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit the server was built from (`unknown` outside a git checkout).
+pub const GIT_COMMIT: &str = env!("ARQONBUS_GIT_COMMIT");
+/// When the server was built (RFC 3339 UTC).
+pub const BUILD_DATE: &str = env!("ARQONBUS_BUILD_DATE");
+
+/// Shared server state. Each part has one owner and its own
+/// synchronization; there is no lock around the whole.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub bus: Arc<Bus>,
+    /// Open WebSocket connections (reserved at the upgrade).
+    connections: AtomicUsize,
+    /// Set once shutdown starts: `/ready` turns 503, upgrades get 503.
+    draining: AtomicBool,
+    /// Cancelled when shutdown starts; every connection watches it.
+    pub shutdown: CancellationToken,
+    /// Every connection task, so that shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+impl App {
+    pub fn new(config: Config) -> Arc<Self> {
+        let bus = Arc::new(Bus::new(&config, VERSION));
+        Arc::new(Self {
+            config,
+            bus,
+            connections: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.shutdown.cancel();
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Reserves a connection slot, or `None` at `ARQONBUS_MAX_CONNECTIONS`.
+    pub fn reserve_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let max = self.config.server.max_connections;
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| ConnectionSlot { app: self.clone() })
+    }
+}
+
+/// One reserved connection; dropping it frees the slot.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    app: Arc<App>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.app.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,81 @@
+//! HTTP endpoints (SPEC §12) and the axum router of the bus listener.
+
+use std::sync::Arc;
+
+use arqon_commands::PRODUCT_NAME;
+use arqon_protocol::{PROTOCOL_VERSION, now_rfc3339};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::app::{App, BUILD_DATE, GIT_COMMIT, VERSION};
+use crate::ws;
+
+/// The bus listener: WebSocket at `/` and `/ws`, plus the HTTP endpoints.
+pub fn bus_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(ws::upgrade))
+        .route("/ws", get(ws::upgrade))
+        .merge(http_routes())
+        .with_state(app)
+        .layer(axum::middleware::map_response(allow_any_origin))
+}
+
+/// The HTTP endpoints alone, for the optional `ARQONBUS_HTTP_PORT` listener.
+pub fn http_router(app: Arc<App>) -> Router {
+    http_routes()
+        .with_state(app)
+        .layer(axum::middleware::map_response(allow_any_origin))
+}
+
+fn http_routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/version", get(version))
+}
+
+async fn allow_any_origin(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
+}
+
+async fn health(State(app): State<Arc<App>>) -> Response {
+    let info = app.bus.info();
+    axum::Json(json!({
+        "status": "ok",
+        "timestamp": now_rfc3339(),
+        "uptime_seconds": info.uptime_seconds(),
+        "version": VERSION,
+        "storage": {"backend": app.bus.storage_backend(), "degraded": false},
+    }))
+    .into_response()
+}
+
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    if app.is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "draining"})),
+        )
+            .into_response()
+    } else {
+        axum::Json(json!({"status": "ready"})).into_response()
+    }
+}
+
+async fn version() -> Response {
+    axum::Json(json!({
+        "name": PRODUCT_NAME,
+        "version": VERSION,
+        "protocol": PROTOCOL_VERSION,
+        "build": {"git_commit": GIT_COMMIT, "build_date": BUILD_DATE},
+    }))
+    .into_response()
+}

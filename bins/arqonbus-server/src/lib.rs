@@ -1,0 +1,200 @@
+//! The ArqonBus server: binds the listeners of SPEC §1, serves the
+//! WebSocket bus and the HTTP endpoints with axum on hyper, and shuts down
+//! gracefully (SPEC §11).
+//!
+//! This crate is wiring. Protocol rules live in `arqon-protocol`, routing
+//! in `arqon-routing`, per-connection behaviour and commands in
+//! `arqon-commands`; here are only the transport (upgrade checks, the
+//! reader loop and the writer task of each connection), the HTTP handlers,
+//! and the accept loops.
+//!
+//! Embedders and tests use [`serve`] (one bus listener) or [`Server`]
+//! (every listener the configuration asks for):
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), arqonbus_server::ServerError> {
+//! let config = arqon_config::Config::builder().port(0).build()?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let shutdown = async { tokio::signal::ctrl_c().await.ok(); };
+//! arqonbus_server::serve(listener, config, shutdown).await
+//! # }
+//! ```
+//!
+//! Several servers can run in one process: nothing here touches global
+//! state (the tracing subscriber is installed by `main.rs` only).
+
+mod accept;
+mod app;
+mod http;
+mod telemetry;
+mod ws;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arqon_config::{Config, ConfigError};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use app::{BUILD_DATE, GIT_COMMIT, VERSION};
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr} ({listener}): {source}")]
+    Bind {
+        listener: &'static str,
+        addr: String,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// The addresses the server listens on, as `--print-addrs` prints them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Addrs {
+    pub bus: SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<SocketAddr>,
+}
+
+/// A server with its listeners bound, ready to [`run`](Server::run).
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    bus: TcpListener,
+    telemetry: Option<TcpListener>,
+    http: Option<TcpListener>,
+}
+
+async fn bind(listener: &'static str, host: &str, port: u16) -> Result<TcpListener, ServerError> {
+    TcpListener::bind((host, port))
+        .await
+        .map_err(|source| ServerError::Bind {
+            listener,
+            addr: format!("{host}:{port}"),
+            source,
+        })
+}
+
+impl Server {
+    /// Binds every listener the configuration names: the bus, the
+    /// telemetry stream, and the optional separate HTTP port.
+    pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        config.validate()?;
+        let server = &config.server;
+        let bus = bind("bus", &server.host, server.port).await?;
+        let telemetry = bind("telemetry", &server.telemetry_host, server.telemetry_port).await?;
+        let http = match server.http_port {
+            Some(port) => Some(bind("http", &server.host, port).await?),
+            None => None,
+        };
+        Ok(Self {
+            config,
+            bus,
+            telemetry: Some(telemetry),
+            http,
+        })
+    }
+
+    /// A server on an already bound bus listener, with no other listener.
+    pub fn from_listener(listener: TcpListener, config: Config) -> Self {
+        Self {
+            config,
+            bus: listener,
+            telemetry: None,
+            http: None,
+        }
+    }
+
+    pub fn local_addrs(&self) -> io::Result<Addrs> {
+        Ok(Addrs {
+            bus: self.bus.local_addr()?,
+            telemetry: self
+                .telemetry
+                .as_ref()
+                .map(TcpListener::local_addr)
+                .transpose()?,
+            http: self
+                .http
+                .as_ref()
+                .map(TcpListener::local_addr)
+                .transpose()?,
+        })
+    }
+
+    /// Serves until `shutdown` resolves, then drains (SPEC §11): `/ready`
+    /// and new upgrades answer 503, every client gets close 1001, and the
+    /// call returns once connections are gone or the grace period ends.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+        let addrs = self.local_addrs()?;
+        let app = app::App::new(self.config);
+        let stop_accepting = CancellationToken::new();
+        let handshake_timeout = app.config.server.handshake_timeout;
+
+        let mut loops = Vec::new();
+        let mut listen = |listener: TcpListener, router: axum::Router| {
+            loops.push(tokio::spawn(accept::accept_loop(
+                listener,
+                router,
+                handshake_timeout,
+                stop_accepting.clone(),
+            )));
+        };
+        listen(self.bus, http::bus_router(app.clone()));
+        if let Some(listener) = self.telemetry {
+            listen(listener, telemetry::router(app.clone()));
+        }
+        if let Some(listener) = self.http {
+            listen(listener, http::http_router(app.clone()));
+        }
+        info!(bus = %addrs.bus, telemetry = ?addrs.telemetry, http = ?addrs.http, "ArqonBus listening");
+
+        shutdown.await;
+        drain(&app).await;
+        stop_accepting.cancel();
+        for accept_loop in loops {
+            let _ = accept_loop.await;
+        }
+        info!("ArqonBus stopped");
+        Ok(())
+    }
+}
+
+/// Starts draining and waits for the connections to close, within the
+/// grace period (less a margin for the rest of the shutdown).
+async fn drain(app: &Arc<app::App>) {
+    info!(connections = app.connection_count(), "shutting down");
+    app.start_draining();
+    app.tasks.close();
+    let grace = app.config.server.shutdown_grace;
+    let wait = grace.saturating_sub(grace / 10);
+    if tokio::time::timeout(wait, app.tasks.wait()).await.is_err() {
+        info!(
+            connections = app.connection_count(),
+            "grace period over; dropping the remaining connections"
+        );
+    }
+}
+
+/// Serves the bus (WebSocket and HTTP endpoints) on `listener` until
+/// `shutdown` resolves. The telemetry and separate HTTP listeners of the
+/// configuration are not opened: use [`Server::bind`] for those.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    Server::from_listener(listener, config).run(shutdown).await
+}

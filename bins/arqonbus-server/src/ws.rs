@@ -1,0 +1,405 @@
+//! The WebSocket side of the bus listener (SPEC §2, §11): the upgrade
+//! checks, then one reader loop and one writer task per connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arqon_commands::{Flow, Session};
+use arqon_config::AuthMode;
+use arqon_protocol::{
+    ClientId, ClientType, MAX_AVATAR_LEN, MAX_PERSONALITY_LEN, MAX_SCREEN_NAME_LEN, close,
+};
+use arqon_routing::{Batch, Client, CloseReason, Outbound, Profile, Role};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::time::{Duration, Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::app::{App, ConnectionSlot};
+
+const SHUTDOWN_CLOSE: CloseReason = CloseReason {
+    code: close::GOING_AWAY,
+    reason: "server shutting down",
+    discard_pending: false,
+};
+const IDLE_CLOSE: CloseReason = CloseReason {
+    code: close::GOING_AWAY,
+    reason: "idle timeout",
+    discard_pending: false,
+};
+const TOO_BIG_CLOSE: CloseReason = CloseReason {
+    code: close::TOO_BIG,
+    reason: "message too big",
+    discard_pending: false,
+};
+const NORMAL_CLOSE: CloseReason = CloseReason {
+    code: close::NORMAL,
+    reason: "",
+    discard_pending: false,
+};
+const REPLACED_CLOSE: CloseReason = CloseReason {
+    code: close::REPLACED,
+    reason: "replaced by a newer connection",
+    discard_pending: false,
+};
+/// How long a close frame may take to write before the socket is dropped.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A refused upgrade: HTTP status plus a JSON body naming the problem
+/// (`{"error", "field", "message"}`).
+#[derive(Debug)]
+pub struct Refusal {
+    status: StatusCode,
+    error: &'static str,
+    field: Option<String>,
+    message: String,
+}
+
+fn refuse(status: StatusCode, error: &'static str, field: Option<&str>, message: &str) -> Refusal {
+    Refusal {
+        status,
+        error,
+        field: field.map(str::to_owned),
+        message: message.to_owned(),
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.error, "field": self.field, "message": self.message});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// Who is connecting, from the query string (SPEC §2).
+#[derive(Debug, Default)]
+struct ConnectParams {
+    profile: Profile,
+    token: Option<String>,
+}
+
+fn parse_params(pairs: &[(String, String)]) -> Result<ConnectParams, Refusal> {
+    let mut params = ConnectParams::default();
+    let invalid = |field: &str, message: &str| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid query parameter",
+            Some(field),
+            message,
+        )
+    };
+    for (name, value) in pairs {
+        let limit = match name.as_str() {
+            "client_type" => {
+                params.profile.client_type = value
+                    .parse::<ClientType>()
+                    .map_err(|err| invalid("client_type", &err.to_string()))?;
+                continue;
+            }
+            "token" => {
+                if value.is_empty() {
+                    return Err(invalid("token", "must not be empty"));
+                }
+                params.token = Some(value.clone());
+                continue;
+            }
+            "screen_name" => MAX_SCREEN_NAME_LEN,
+            "avatar" => MAX_AVATAR_LEN,
+            "personality" => MAX_PERSONALITY_LEN,
+            _ => continue,
+        };
+        if value.is_empty() || value.chars().count() > limit {
+            return Err(invalid(name, &format!("must be 1-{limit} characters")));
+        }
+        let slot = match name.as_str() {
+            "screen_name" => &mut params.profile.screen_name,
+            "avatar" => &mut params.profile.avatar,
+            _ => &mut params.profile.personality,
+        };
+        *slot = Some(value.clone());
+    }
+    Ok(params)
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+/// Compares without an early exit, so the time taken does not reveal how
+/// much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The role a connection gets (SPEC §9), or the 401 it is refused with.
+fn authorize(app: &App, peer: SocketAddr, token: Option<&str>) -> Result<Role, Refusal> {
+    let unauthorized = |message: &str| {
+        refuse(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            Some("token"),
+            message,
+        )
+    };
+    match app.config.auth.mode {
+        AuthMode::None => Ok(if peer.ip().is_loopback() {
+            Role::Admin
+        } else {
+            Role::User
+        }),
+        AuthMode::Token => match (token, &app.config.auth.admin_token) {
+            (None, _) => Ok(Role::User),
+            (Some(given), Some(admin))
+                if constant_time_eq(given.as_bytes(), admin.expose().as_bytes()) =>
+            {
+                Ok(Role::Admin)
+            }
+            (Some(_), _) => Err(unauthorized("invalid token")),
+        },
+        AuthMode::Jwt => Err(unauthorized(
+            "jwt authentication is not available in this build",
+        )),
+    }
+}
+
+/// `GET /` and `/ws`: checks the request, then upgrades.
+pub async fn upgrade(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, Refusal> {
+    let upgrade = upgrade.map_err(|_| {
+        refuse(
+            StatusCode::UPGRADE_REQUIRED,
+            "websocket upgrade required",
+            None,
+            "connect with a WebSocket client to ws://HOST:PORT/ or /ws",
+        )
+    })?;
+    if app.is_draining() {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server shutting down",
+            None,
+            "try another node or later",
+        ));
+    }
+    let Query(pairs) = query.map_err(|_| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid query string",
+            None,
+            "the query string could not be parsed",
+        )
+    })?;
+    let params = parse_params(&pairs)?;
+    let token = params.token.clone().or_else(|| bearer_token(&headers));
+    let role = authorize(&app, peer, token.as_deref())?;
+    let slot = app.reserve_connection().ok_or_else(|| {
+        refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection limit reached",
+            None,
+            "the server is at ARQONBUS_MAX_CONNECTIONS",
+        )
+    })?;
+    let max = app.config.server.max_message_size;
+    let client = Arc::new(Client::new(
+        ClientId::generate(),
+        peer,
+        role,
+        params.profile,
+        app.config.routing.client_queue_bytes,
+    ));
+    Ok(upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_failed_upgrade(|err| debug!(error = %err, "websocket upgrade failed"))
+        .on_upgrade(move |socket| {
+            let span = info_span!("connection", client_id = %client.id(), %peer);
+            let tasks = app.tasks.clone();
+            tasks.track_future(run_connection(app, socket, client, slot).instrument(span))
+        }))
+}
+
+/// Runs one connection to its end, then removes it everywhere.
+async fn run_connection(
+    app: Arc<App>,
+    socket: WebSocket,
+    client: Arc<Client>,
+    _slot: ConnectionSlot,
+) {
+    let router = app.bus.router();
+    if let Some(replaced) = router.register(client.clone()) {
+        replaced.close(REPLACED_CLOSE);
+    }
+    info!(client_type = %client.client_type(), "client connected");
+    let mut session = Session::new(app.bus.clone(), client.clone());
+    session.welcome();
+
+    let (sink, stream) = socket.split();
+    let writer_done = CancellationToken::new();
+    let writer = tokio::spawn(write_loop(
+        sink,
+        client.outbound().clone(),
+        app.config.server.ping_interval,
+        writer_done.clone(),
+    ));
+    read_loop(&app, stream, &mut session, &writer_done).await;
+
+    // Whatever ended the reader, the writer finishes what is queued and
+    // closes; the grace period bounds how long that may take.
+    client.close(NORMAL_CLOSE);
+    if tokio::time::timeout(app.config.server.shutdown_grace, writer)
+        .await
+        .is_err()
+    {
+        warn!("writer did not finish within the grace period");
+    }
+    router.unregister(&client);
+    info!("client disconnected");
+}
+
+async fn read_loop(
+    app: &App,
+    mut stream: SplitStream<WebSocket>,
+    session: &mut Session,
+    writer_done: &CancellationToken,
+) {
+    let idle_timeout = app.config.server.idle_timeout;
+    let client = session.client().clone();
+    let mut deadline = Instant::now() + idle_timeout;
+    loop {
+        let frame = tokio::select! {
+            biased;
+            () = app.shutdown.cancelled() => {
+                client.close(SHUTDOWN_CLOSE);
+                return;
+            }
+            () = writer_done.cancelled() => return,
+            frame = tokio::time::timeout_at(deadline, stream.next()) => frame,
+        };
+        let message = match frame {
+            Err(_elapsed) => {
+                debug!("idle timeout");
+                client.close(IDLE_CLOSE);
+                return;
+            }
+            Ok(None) => return,
+            Ok(Some(Err(err))) => {
+                if is_too_big(&err) {
+                    debug!("frame over the size limit");
+                    client.close(TOO_BIG_CLOSE);
+                } else {
+                    debug!(error = %err, "websocket read failed");
+                }
+                return;
+            }
+            Ok(Some(Ok(message))) => message,
+        };
+        deadline = Instant::now() + idle_timeout;
+        let flow = match message {
+            Message::Text(text) => session.on_text(text.as_str()),
+            Message::Binary(_) => session.on_binary(),
+            Message::Ping(_) | Message::Pong(_) => {
+                client.touch();
+                Flow::Continue
+            }
+            Message::Close(_) => return,
+        };
+        if flow == Flow::Close {
+            return;
+        }
+    }
+}
+
+/// Whether a read error is the frame-size limit (close 1009).
+fn is_too_big(err: &axum::Error) -> bool {
+    use std::error::Error as _;
+    let mut source = err.source();
+    while let Some(inner) = source {
+        if let Some(ws_err) = inner.downcast_ref::<tungstenite::Error>() {
+            return matches!(ws_err, tungstenite::Error::Capacity(_));
+        }
+        source = inner.source();
+    }
+    false
+}
+
+/// Owns the socket's write half: drains the queue in batches, pings on
+/// schedule, and sends the close frame.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    outbound: Outbound,
+    ping_interval: Duration,
+    done: CancellationToken,
+) {
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut pings = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+    pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let reason = tokio::select! {
+            next = outbound.next_batch(&mut batch) => match next {
+                Batch::Frames => {
+                    let written = tokio::select! {
+                        result = write_batch(&mut sink, &mut batch) => result.map(|()| None),
+                        reason = outbound.discarded() => Ok(Some(reason)),
+                    };
+                    match written {
+                        Ok(None) => continue,
+                        Ok(Some(reason)) => reason,
+                        Err(()) => break,
+                    }
+                }
+                Batch::Close(reason) => reason,
+            },
+            _ = pings.tick() => {
+                let ping = tokio::select! {
+                    result = sink.send(Message::Ping(Bytes::new())) => result.map(|()| None).map_err(|_| ()),
+                    reason = outbound.discarded() => Ok(Some(reason)),
+                };
+                match ping {
+                    Ok(None) => continue,
+                    Ok(Some(reason)) => reason,
+                    Err(()) => break,
+                }
+            }
+        };
+        let frame = CloseFrame {
+            code: reason.code,
+            reason: Utf8Bytes::from_static(reason.reason),
+        };
+        let _ =
+            tokio::time::timeout(CLOSE_WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+        break;
+    }
+    done.cancel();
+}
+
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    batch: &mut Vec<Bytes>,
+) -> Result<(), ()> {
+    for frame in batch.drain(..) {
+        // Every queued frame is JSON produced by serde_json: valid UTF-8.
+        let text = Utf8Bytes::try_from(frame).map_err(|_| ())?;
+        sink.feed(Message::Text(text)).await.map_err(|_| ())?;
+    }
+    sink.flush().await.map_err(|_| ())
+}

@@ -1,0 +1,31 @@
+//! The application layer of ArqonBus: what happens to each frame a client
+//! sends, and the built-in commands of SPEC §5.
+//!
+//! May depend on `arqon-protocol`, `arqon-routing`, `arqon-config` (and,
+//! as they land, storage and telemetry); never on axum or sockets. The
+//! server feeds a [`Session`] the text and binary frames of one
+//! connection; the session replies through the client's outbound queue.
+//!
+//! Key types: [`Bus`] (what all sessions of a server share), [`Session`]
+//! (per connection: rate limit, violation window, publish, acks, command
+//! dispatch), [`CommandError`], and the handler table [`COMMANDS`].
+//!
+//! Invariants: every command gets exactly one reply, in the order the
+//! commands arrived (replies are queued synchronously while the frame is
+//! handled); invalid input gets an error envelope and never a panic; the
+//! `ARQONBUS_MAX_VIOLATIONS`-th violation within the window is answered
+//! with `TOO_MANY_VIOLATIONS` and a 1008 close.
+
+mod args;
+mod bus;
+mod commands;
+mod error;
+mod limits;
+mod session;
+
+pub use args::Args;
+pub use bus::{Bus, PRODUCT_NAME, ServerInfo};
+pub use commands::{COMMANDS, Ctx, dispatch};
+pub use error::CommandError;
+pub use limits::{TokenBucket, ViolationWindow};
+pub use session::{Flow, Session, VIOLATIONS_CLOSE};

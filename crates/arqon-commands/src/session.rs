@@ -1,0 +1,276 @@
+//! One connection's protocol state machine, independent of the transport:
+//! the server feeds it text frames, it answers through the client's
+//! outbound queue.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use arqon_protocol::{
+    ClientTelemetry, CommandRequest, Envelope, ErrorCode, FieldError, Inbound, MessageId,
+    PROTOCOL_VERSION, ProtocolError, Publish, Rejection, Target, close, decode,
+};
+use arqon_routing::{Client, CloseReason, Publisher};
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+use crate::bus::Bus;
+use crate::commands::{Ctx, dispatch};
+use crate::error::CommandError;
+use crate::limits::{TokenBucket, ViolationWindow};
+
+/// The close that follows `TOO_MANY_VIOLATIONS`.
+pub const VIOLATIONS_CLOSE: CloseReason = CloseReason {
+    code: close::POLICY,
+    reason: "too many protocol violations",
+    discard_pending: false,
+};
+
+/// Whether the connection should keep reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// A close was queued; stop reading and let the writer finish.
+    Close,
+}
+
+/// What one error reply says.
+struct ErrorReply<'a> {
+    request_id: Option<&'a MessageId>,
+    command: Option<&'a str>,
+    code: ErrorCode,
+    message: String,
+    details: Vec<FieldError>,
+    extra: Option<Map<String, Value>>,
+}
+
+/// The per-connection protocol state: rate limit, violation window, and
+/// the handling of every frame.
+#[derive(Debug)]
+pub struct Session {
+    bus: Arc<Bus>,
+    client: Arc<Client>,
+    bucket: TokenBucket,
+    violations: ViolationWindow,
+}
+
+impl Session {
+    pub fn new(bus: Arc<Bus>, client: Arc<Client>) -> Self {
+        let limits = bus.limits();
+        let bucket = TokenBucket::new(
+            limits.rate_limit_per_sec,
+            limits.rate_limit_burst,
+            Instant::now(),
+        );
+        let violations = ViolationWindow::new(limits.max_violations, limits.violation_window);
+        Self {
+            bus,
+            client,
+            bucket,
+            violations,
+        }
+    }
+
+    pub fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    /// Queues the welcome frame (SPEC §2): always the first frame sent.
+    pub fn welcome(&self) {
+        let limits = self.bus.limits();
+        let envelope = Envelope::server_message(json!({
+            "welcome": "Connected to ArqonBus",
+            "client_id": self.client.id(),
+            "server_version": self.bus.info().version,
+            "protocol": PROTOCOL_VERSION,
+            "limits": {
+                "max_message_size": self.bus.max_message_size(),
+                "rate_limit_per_sec": limits.rate_limit_per_sec,
+                "max_subscriptions": self.bus.router().config().max_subscriptions,
+            },
+        }));
+        self.send(envelope);
+    }
+
+    /// Handles one text frame.
+    pub fn on_text(&mut self, text: &str) -> Flow {
+        self.client.touch();
+        self.bus
+            .router()
+            .stats()
+            .received
+            .fetch_add(1, Ordering::Relaxed);
+        if let Err(retry_after) = self.bucket.take(Instant::now()) {
+            let retry_ms = u64::try_from(retry_after.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let mut extra = Map::new();
+            extra.insert("retry_after_ms".into(), json!(retry_ms));
+            let request_id = decode(text).ok().map(|inbound| inbound.id().clone());
+            return self.error(
+                ErrorReply {
+                    request_id: request_id.as_ref(),
+                    command: None,
+                    code: ErrorCode::RateLimited,
+                    message: format!("rate limit exceeded; retry in {retry_ms} ms"),
+                    details: Vec::new(),
+                    extra: Some(extra),
+                },
+                true,
+            );
+        }
+        match decode(text) {
+            Ok(Inbound::Publish(publish)) => self.on_publish(publish),
+            Ok(Inbound::Command(command)) => self.on_command(&command),
+            Ok(Inbound::Telemetry(event)) => self.on_telemetry(event),
+            Ok(_) => Flow::Continue,
+            Err(rejection) => self.on_rejection(rejection),
+        }
+    }
+
+    /// Handles one binary frame: the protocol is JSON text only.
+    pub fn on_binary(&mut self) -> Flow {
+        self.client.touch();
+        self.bus
+            .router()
+            .stats()
+            .received
+            .fetch_add(1, Ordering::Relaxed);
+        self.on_rejection(Rejection {
+            request_id: None,
+            command: None,
+            error: ProtocolError::BinaryFrame,
+        })
+    }
+
+    fn on_rejection(&mut self, rejection: Rejection) -> Flow {
+        let violation = rejection.error.is_violation();
+        self.error(
+            ErrorReply {
+                request_id: rejection.request_id.as_ref(),
+                command: rejection.command.as_deref(),
+                code: rejection.error.code(),
+                message: rejection.error.to_string(),
+                details: rejection.error.details().to_vec(),
+                extra: None,
+            },
+            violation,
+        )
+    }
+
+    fn on_publish(&mut self, publish: Publish) -> Flow {
+        let router = self.bus.router();
+        let result = match &publish.target {
+            Target::Channel(key) => router.publish(
+                Publisher::Member(&self.client),
+                key,
+                publish.envelope,
+                publish.echo,
+            ),
+            Target::Direct(target) => router.send_direct(&self.client, target, publish.envelope),
+        };
+        match result {
+            Ok(delivery) => {
+                if publish.ack {
+                    // No history storage is wired in yet, so nothing is
+                    // reported as stored.
+                    let payload = json!({
+                        "delivered": delivery.delivered,
+                        "seq": delivery.seq,
+                        "stored": false,
+                    });
+                    self.send(Envelope::response(&publish.id, None, payload));
+                }
+                Flow::Continue
+            }
+            Err(err) => self.command_error(Some(&publish.id), None, err.into()),
+        }
+    }
+
+    fn on_command(&mut self, request: &CommandRequest) -> Flow {
+        let ctx = Ctx {
+            bus: &self.bus,
+            client: &self.client,
+        };
+        match dispatch(ctx, request) {
+            Ok(payload) => {
+                self.send(Envelope::response(
+                    &request.id,
+                    Some(&request.name),
+                    payload,
+                ));
+                Flow::Continue
+            }
+            Err(err) => self.command_error(Some(&request.id), Some(&request.name), err),
+        }
+    }
+
+    fn on_telemetry(&mut self, event: ClientTelemetry) -> Flow {
+        // Valid client telemetry is rebroadcast, with the sender set, to the
+        // subscribers of the telemetry system channel.
+        if let Some(key) = self.bus.telemetry_channel() {
+            let published = self.bus.router().publish(
+                Publisher::Relay(self.client.id()),
+                key,
+                event.envelope,
+                false,
+            );
+            if let Err(err) = published {
+                return self.command_error(Some(&event.id), None, err.into());
+            }
+        }
+        Flow::Continue
+    }
+
+    fn command_error(
+        &mut self,
+        request_id: Option<&MessageId>,
+        command: Option<&str>,
+        err: CommandError,
+    ) -> Flow {
+        self.error(
+            ErrorReply {
+                request_id,
+                command,
+                code: err.code,
+                message: err.message,
+                details: err.details,
+                extra: None,
+            },
+            false,
+        )
+    }
+
+    /// Sends an error; a violation may instead end the connection with
+    /// `TOO_MANY_VIOLATIONS` and close 1008.
+    fn error(&mut self, reply: ErrorReply<'_>, violation: bool) -> Flow {
+        if violation && self.violations.record(Instant::now()) {
+            let max = self.bus.limits().max_violations;
+            self.send(Envelope::error(
+                reply.request_id,
+                reply.command,
+                ErrorCode::TooManyViolations,
+                format!("{max} protocol violations within the window; closing the connection"),
+                &[],
+                None,
+            ));
+            self.client.close(VIOLATIONS_CLOSE);
+            return Flow::Close;
+        }
+        self.send(Envelope::error(
+            reply.request_id,
+            reply.command,
+            reply.code,
+            reply.message,
+            &reply.details,
+            reply.extra,
+        ));
+        Flow::Continue
+    }
+
+    fn send(&self, envelope: Envelope) {
+        self.bus
+            .router()
+            .deliver(&self.client, Bytes::from(envelope.to_json()));
+    }
+}

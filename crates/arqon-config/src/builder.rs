@@ -1,0 +1,185 @@
+//! In-code configuration for tests and embedders: defaults plus overrides, no
+//! environment, no files, no global state.
+
+use std::time::Duration;
+
+use crate::error::{ConfigError, Origin};
+use crate::keys::names::*;
+use crate::keys::{self, KEYS, toml_key_of};
+use crate::parse::{RawValue, apply};
+use crate::types::{
+    AuthMode, ClusterMode, Config, LogFormat, Secret, SlowConsumerPolicy, StorageBackend,
+    StorageMode,
+};
+use crate::validate::{Origins, validate};
+
+impl Config {
+    /// Starts from the defaults. Nothing is read from the environment.
+    ///
+    /// ```
+    /// use arqon_config::{Config, SlowConsumerPolicy};
+    ///
+    /// let config = Config::builder()
+    ///     .port(0)
+    ///     .telemetry_port(0)
+    ///     .slow_consumer(SlowConsumerPolicy::Drop)
+    ///     .set("ARQONBUS_MAX_SUBSCRIPTIONS", "5")?
+    ///     .build()?;
+    /// assert_eq!(config.routing.max_subscriptions, 5);
+    /// # Ok::<(), arqon_config::ConfigError>(())
+    /// ```
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder::from(Config::default())
+    }
+
+    /// Checks every rule [`load`](crate::load) checks. Errors name keys by
+    /// their canonical variable, since the origin of each value is unknown.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate(self, &Origins::untracked())
+    }
+}
+
+/// Fluent, validated construction of a [`Config`]. See [`Config::builder`].
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder {
+    config: Config,
+    origins: Origins,
+}
+
+impl From<Config> for ConfigBuilder {
+    /// Continues from an existing configuration; its values count as defaults
+    /// in error messages.
+    fn from(config: Config) -> Self {
+        Self {
+            config,
+            origins: Origins::tracked(),
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident($ty:ty) => $env:ident, |$c:ident, $v:ident| $assign:expr;)+) => {
+        $(
+            $(#[$doc])*
+            #[must_use]
+            pub fn $name(mut self, value: $ty) -> Self {
+                let $c = &mut self.config;
+                let $v = value;
+                $assign;
+                self.origins.record($env, Origin::Code { key: toml_key_of($env) });
+                self
+            }
+        )+
+    };
+}
+
+impl ConfigBuilder {
+    /// Sets a key from text, parsed exactly as the environment would be.
+    /// `key` is a variable name (`ARQONBUS_PORT`, aliases too) or a TOML key
+    /// (`port`). An empty value unsets an optional key.
+    pub fn set(mut self, key: &str, value: &str) -> Result<Self, ConfigError> {
+        let origin = Origin::Code {
+            key: key.to_owned(),
+        };
+        let Some((index, _)) = keys::by_env(key).or_else(|| keys::by_toml(key)) else {
+            return Err(ConfigError::UnknownKey {
+                suggestion: keys::suggest(key),
+                origin,
+            });
+        };
+        let spec = &KEYS[index];
+        apply(
+            &mut self.config,
+            spec,
+            &RawValue::Text(value.to_owned()),
+            &origin,
+        )?;
+        self.origins.record(spec.env, origin);
+        Ok(self)
+    }
+
+    /// Validates and returns the configuration.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        validate(&self.config, &self.origins)?;
+        Ok(self.config)
+    }
+
+    setters! {
+        /// Bus listener address.
+        host(impl Into<String>) => HOST, |c, v| c.server.host = v.into();
+        /// Bus listener port; `0` picks a free one.
+        port(u16) => PORT, |c, v| c.server.port = v;
+        /// Telemetry listener address.
+        telemetry_host(impl Into<String>) => TELEMETRY_HOST, |c, v| c.server.telemetry_host = v.into();
+        /// Telemetry listener port; `0` picks a free one.
+        telemetry_port(u16) => TELEMETRY_PORT, |c, v| c.server.telemetry_port = v;
+        /// Extra HTTP endpoints port, or `None`.
+        http_port(Option<u16>) => HTTP_PORT, |c, v| c.server.http_port = v;
+        /// Concurrent bus connections.
+        max_connections(usize) => MAX_CONNECTIONS, |c, v| c.server.max_connections = v;
+        /// Largest accepted frame, in bytes.
+        max_message_size(usize) => MAX_MESSAGE_SIZE, |c, v| c.server.max_message_size = v;
+        /// Interval between server pings.
+        ping_interval(Duration) => PING_INTERVAL_SECS, |c, v| c.server.ping_interval = v;
+        /// Idle connections are closed after this long.
+        idle_timeout(Duration) => IDLE_TIMEOUT_SECS, |c, v| c.server.idle_timeout = v;
+        /// Time allowed for the WebSocket handshake.
+        handshake_timeout(Duration) => HANDSHAKE_TIMEOUT_SECS, |c, v| c.server.handshake_timeout = v;
+        /// Time allowed for graceful shutdown.
+        shutdown_grace(Duration) => SHUTDOWN_GRACE_SECS, |c, v| c.server.shutdown_grace = v;
+        /// Frames per second per connection; `0` turns rate limiting off.
+        rate_limit_per_sec(u32) => RATE_LIMIT_PER_SEC, |c, v| c.limits.rate_limit_per_sec = v;
+        /// Token bucket capacity.
+        rate_limit_burst(u32) => RATE_LIMIT_BURST, |c, v| c.limits.rate_limit_burst = v;
+        /// Violations within the window before the connection is closed.
+        max_violations(u32) => MAX_VIOLATIONS, |c, v| c.limits.max_violations = v;
+        /// Sliding window for counting violations.
+        violation_window(Duration) => VIOLATION_WINDOW_SECS, |c, v| c.limits.violation_window = v;
+        /// Outbound queue bound per connection, in bytes.
+        client_queue_bytes(usize) => CLIENT_QUEUE_BYTES, |c, v| c.routing.client_queue_bytes = v;
+        /// What happens when a subscriber's queue is full.
+        slow_consumer(SlowConsumerPolicy) => SLOW_CONSUMER, |c, v| c.routing.slow_consumer = v;
+        /// Whether publishing requires being subscribed.
+        publish_requires_join(bool) => PUBLISH_REQUIRES_JOIN, |c, v| c.routing.publish_requires_join = v;
+        /// Whether `join_channel` creates missing channels.
+        auto_create_channels(bool) => AUTO_CREATE_CHANNELS, |c, v| c.routing.auto_create_channels = v;
+        /// Members per channel; `0` = unlimited.
+        max_channel_members(usize) => MAX_CHANNEL_MEMBERS, |c, v| c.routing.max_channel_members = v;
+        /// Channels one client may join.
+        max_subscriptions(usize) => MAX_SUBSCRIPTIONS, |c, v| c.routing.max_subscriptions = v;
+        /// System channels, `"room:channel"` each.
+        system_channels(Vec<String>) => SYSTEM_CHANNELS, |c, v| c.routing.system_channels = v;
+        /// History backend.
+        storage(StorageBackend) => STORAGE, |c, v| c.storage.backend = v;
+        /// Behaviour while Redis is down.
+        storage_mode(StorageMode) => STORAGE_MODE, |c, v| c.storage.mode = v;
+        /// Messages kept per channel in memory.
+        history_size(usize) => HISTORY_SIZE, |c, v| c.storage.history_size = v;
+        /// Redis URL.
+        redis_url(impl Into<String>) => REDIS_URL, |c, v| c.storage.redis_url = v.into();
+        /// Approximate cap of each channel's stream.
+        redis_stream_maxlen(u64) => REDIS_STREAM_MAXLEN, |c, v| c.storage.redis_stream_maxlen = v;
+        /// Redis history expiry; `None` = never.
+        history_ttl(Option<Duration>) => HISTORY_TTL_SECS, |c, v| c.storage.history_ttl = v;
+        /// Authentication mode.
+        auth(AuthMode) => AUTH, |c, v| c.auth.mode = v;
+        /// Admin token (`auth=token`).
+        admin_token(impl Into<Secret>) => ADMIN_TOKEN, |c, v| c.auth.admin_token = Some(v.into());
+        /// HS256 secret (`auth=jwt`).
+        jwt_secret(impl Into<Secret>) => JWT_SECRET, |c, v| c.auth.jwt_secret = Some(v.into());
+        /// Telemetry system channel.
+        telemetry_channel(impl Into<String>) => TELEMETRY_CHANNEL, |c, v| c.telemetry.channel = v.into();
+        /// Agent activity channel.
+        dashboard_channel(impl Into<String>) => DASHBOARD_CHANNEL, |c, v| c.telemetry.dashboard_channel = v.into();
+        /// Interval between `stats` events.
+        telemetry_stats_interval(Duration) => TELEMETRY_STATS_INTERVAL_MS, |c, v| c.telemetry.stats_interval = v;
+        /// Cluster mode.
+        cluster(ClusterMode) => CLUSTER, |c, v| c.cluster.mode = v;
+        /// This node's id.
+        node_id(impl Into<String>) => NODE_ID, |c, v| c.cluster.node_id = v.into();
+        /// Log level or filter directive.
+        log_level(impl Into<String>) => LOG_LEVEL, |c, v| c.log.level = v.into();
+        /// Log output format.
+        log_format(LogFormat) => LOG_FORMAT, |c, v| c.log.format = v;
+    }
+}

@@ -1,0 +1,395 @@
+//! The typed configuration tree. `Default` is the SPEC default of every field.
+
+use std::fmt;
+use std::time::Duration;
+
+/// The whole configuration of one ArqonBus server.
+///
+/// Build it with [`load`](crate::load) (file, environment, flags) or
+/// [`Config::builder`] (in code); both validate. A `Config` built by hand can
+/// be checked with [`Config::validate`].
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Listeners, connection limits and timeouts (SPEC §1, §2, §11).
+    pub server: ServerConfig,
+    /// Per-connection rate limit and violation policy (SPEC §6).
+    pub limits: LimitsConfig,
+    /// Channels, subscriptions and slow consumers (SPEC §4, §5, §11).
+    pub routing: RoutingConfig,
+    /// History backend (SPEC §7).
+    pub storage: StorageConfig,
+    /// Authentication (SPEC §9).
+    pub auth: AuthConfig,
+    /// Telemetry channels and stats cadence (SPEC §8).
+    pub telemetry: TelemetryConfig,
+    /// Scale-out through Redis (SPEC §10).
+    pub cluster: ClusterConfig,
+    /// Logging, installed by the binary.
+    pub log: LogConfig,
+}
+
+/// Listeners, connection limits and timeouts.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Bus listener address (`ARQONBUS_HOST`).
+    pub host: String,
+    /// Bus listener port, `0` picks a free one (`ARQONBUS_PORT`).
+    pub port: u16,
+    /// Telemetry listener address (`ARQONBUS_TELEMETRY_HOST`).
+    pub telemetry_host: String,
+    /// Telemetry listener port, `0` picks a free one (`ARQONBUS_TELEMETRY_PORT`).
+    pub telemetry_port: u16,
+    /// Optional extra port that also serves the HTTP endpoints, on `host`
+    /// (`ARQONBUS_HTTP_PORT`).
+    pub http_port: Option<u16>,
+    /// Concurrent bus connections; beyond it upgrades get HTTP 503.
+    pub max_connections: usize,
+    /// Largest accepted frame in bytes; larger ones get close 1009.
+    pub max_message_size: usize,
+    /// Interval between server pings.
+    pub ping_interval: Duration,
+    /// A connection silent this long is closed with 1001.
+    pub idle_timeout: Duration,
+    /// Time allowed for the WebSocket handshake.
+    pub handshake_timeout: Duration,
+    /// Time allowed for draining clients and flushing storage on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: 9100,
+            telemetry_host: "127.0.0.1".to_owned(),
+            telemetry_port: 9101,
+            http_port: None,
+            max_connections: 100_000,
+            max_message_size: 1_048_576,
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Per-connection rate limit and protocol-violation policy.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Token-bucket refill per second; `0` turns rate limiting off.
+    pub rate_limit_per_sec: u32,
+    /// Token-bucket capacity.
+    pub rate_limit_burst: u32,
+    /// The N-th violation within `violation_window` closes the connection (1008).
+    pub max_violations: u32,
+    /// Sliding window for counting violations.
+    pub violation_window: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            rate_limit_per_sec: 1000,
+            rate_limit_burst: 2000,
+            max_violations: 10,
+            violation_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Channels, subscriptions and slow-consumer handling.
+#[derive(Debug, Clone)]
+pub struct RoutingConfig {
+    /// Bound of each connection's outbound queue, in bytes.
+    pub client_queue_bytes: usize,
+    /// What happens when a subscriber's queue is full.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Publishing to a channel requires being subscribed to it.
+    pub publish_requires_join: bool,
+    /// `join_channel` creates a missing channel.
+    pub auto_create_channels: bool,
+    /// Members per channel; `0` = unlimited.
+    pub max_channel_members: usize,
+    /// Channels one client may be subscribed to.
+    pub max_subscriptions: usize,
+    /// System channels as `"room:channel"` strings, validated; created at
+    /// startup and never deletable.
+    pub system_channels: Vec<String>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            client_queue_bytes: 1_048_576,
+            slow_consumer: SlowConsumerPolicy::default(),
+            publish_requires_join: true,
+            auto_create_channels: true,
+            max_channel_members: 0,
+            max_subscriptions: 1000,
+            system_channels: vec![
+                DEFAULT_TELEMETRY_CHANNEL.to_owned(),
+                DEFAULT_DASHBOARD_CHANNEL.to_owned(),
+            ],
+        }
+    }
+}
+
+pub(crate) const DEFAULT_TELEMETRY_CHANNEL: &str = "integriguard:telemetry-stream";
+pub(crate) const DEFAULT_DASHBOARD_CHANNEL: &str = "integriguard:dashboard-events";
+
+/// What happens when a subscriber's outbound queue is full (SPEC §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SlowConsumerPolicy {
+    /// Close the slow connection with code 4002.
+    #[default]
+    Disconnect,
+    /// Drop the message for that client and count it.
+    Drop,
+}
+
+/// History backend (SPEC §7).
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Memory ring buffers or Redis Streams.
+    pub backend: StorageBackend,
+    /// Degraded (keep running without Redis) or strict.
+    pub mode: StorageMode,
+    /// Messages kept per channel by the memory backend.
+    pub history_size: usize,
+    /// Redis URL (`redis://`, `rediss://`, `redis-cluster://host:port,…`).
+    pub redis_url: String,
+    /// Approximate cap of each channel's stream.
+    pub redis_stream_maxlen: u64,
+    /// Redis history expires after this long without writes; `None` = never.
+    pub history_ttl: Option<Duration>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            backend: StorageBackend::default(),
+            mode: StorageMode::default(),
+            history_size: 500,
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            redis_stream_maxlen: 10_000,
+            history_ttl: Some(Duration::from_secs(86_400)),
+        }
+    }
+}
+
+/// Where channel history lives. The input spelling `redis_streams` is read as
+/// [`StorageBackend::Redis`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StorageBackend {
+    /// A ring buffer per channel, in process.
+    #[default]
+    Memory,
+    /// One Redis Stream per channel.
+    Redis,
+}
+
+/// Behaviour while Redis is unreachable (SPEC §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StorageMode {
+    /// Keep routing, buffer writes in memory, flush when Redis is back.
+    #[default]
+    Degraded,
+    /// Refuse to start without Redis; answer publishes with
+    /// `STORAGE_UNAVAILABLE` while it is down.
+    Strict,
+}
+
+/// Authentication (SPEC §9).
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// none, token or jwt.
+    pub mode: AuthMode,
+    /// The admin token; required when `mode` is [`AuthMode::Token`].
+    pub admin_token: Option<Secret>,
+    /// HS256 secret; required when `mode` is [`AuthMode::Jwt`].
+    pub jwt_secret: Option<Secret>,
+}
+
+/// Authentication mode (SPEC §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AuthMode {
+    /// Anyone connects; admin commands only from loopback peers.
+    #[default]
+    None,
+    /// A shared admin token makes a connection admin.
+    Token,
+    /// An HS256 JWT is required to connect.
+    Jwt,
+}
+
+/// A secret string. `Debug` and `Display` print `<redacted>`; read it with
+/// [`Secret::expose`] only where it is used. Deliberately not `PartialEq`:
+/// compare secrets in constant time where they are checked.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the secret is the empty string.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+/// Telemetry channels and stats cadence (SPEC §8).
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// System channel telemetry events are published to (`room:channel`).
+    pub channel: String,
+    /// Channel `agent_activity` events are published to (`room:channel`).
+    pub dashboard_channel: String,
+    /// Interval between `stats` events.
+    pub stats_interval: Duration,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            channel: DEFAULT_TELEMETRY_CHANNEL.to_owned(),
+            dashboard_channel: DEFAULT_DASHBOARD_CHANNEL.to_owned(),
+            stats_interval: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// Scale-out (SPEC §10).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// none or redis.
+    pub mode: ClusterMode,
+    /// This node's id; unique per cluster.
+    pub node_id: String,
+}
+
+impl Default for ClusterConfig {
+    /// `node_id` is a fresh random `node-` + 12 lowercase hex digits.
+    fn default() -> Self {
+        Self {
+            mode: ClusterMode::default(),
+            node_id: random_node_id(),
+        }
+    }
+}
+
+/// A random `node-` + 12 lowercase hex digits.
+pub(crate) fn random_node_id() -> String {
+    let bits: u64 = rand::random::<u64>() & 0xffff_ffff_ffff;
+    format!("node-{bits:012x}")
+}
+
+/// Cluster mode (SPEC §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ClusterMode {
+    /// A single node.
+    #[default]
+    None,
+    /// Nodes share channels, sequences and history through Redis.
+    Redis,
+}
+
+/// Logging, installed by the binary.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// `trace`, `debug`, `info`, `warn`, `error`, `off`, or a filter
+    /// directive such as `info,arqon_routing=debug`.
+    pub level: String,
+    /// Text or JSON lines.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `as_str`, `Display` and the accepted input spellings of the config enums.
+macro_rules! spelled_enum {
+    ($ty:ident { $($variant:ident => $canonical:literal $(| $alias:literal)*),+ $(,)? }) => {
+        impl $ty {
+            /// The canonical lowercase spelling, as accepted on input and reported.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $canonical,)+
+                }
+            }
+
+            /// Parses a spelling, case-insensitively, aliases included.
+            pub(crate) fn parse(input: &str) -> Option<Self> {
+                $(
+                    if input.eq_ignore_ascii_case($canonical)
+                        $(|| input.eq_ignore_ascii_case($alias))*
+                    {
+                        return Some(Self::$variant);
+                    }
+                )+
+                None
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+spelled_enum!(SlowConsumerPolicy { Disconnect => "disconnect", Drop => "drop" });
+spelled_enum!(StorageBackend { Memory => "memory", Redis => "redis" | "redis_streams" });
+spelled_enum!(StorageMode { Degraded => "degraded", Strict => "strict" });
+spelled_enum!(AuthMode { None => "none", Token => "token", Jwt => "jwt" });
+spelled_enum!(ClusterMode { None => "none", Redis => "redis" });
+spelled_enum!(LogFormat { Text => "text", Json => "json" });

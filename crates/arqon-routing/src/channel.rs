@@ -1,0 +1,205 @@
+//! One channel: its record, its members in join order, its `seq` counter.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arqon_protocol::{ChannelKey, ClientId, Timestamp, format_timestamp};
+use serde_json::{Map, Value, json};
+
+use crate::client::Client;
+
+/// `general` channels come and go; `system` channels exist from startup and
+/// cannot be deleted (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelKind {
+    General,
+    System,
+}
+
+impl ChannelKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::General => "general",
+            ChannelKind::System => "system",
+        }
+    }
+}
+
+/// How a channel came to be.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelSpec {
+    pub created_by: Option<ClientId>,
+    pub auto_created: bool,
+    pub description: Option<String>,
+    pub metadata: Map<String, Value>,
+}
+
+/// Members in join order plus an index for O(1) membership and removal,
+/// and the channel's sequence counter: both change under one lock so that
+/// every member sees messages in `seq` order.
+#[derive(Debug, Default)]
+pub(crate) struct Members {
+    pub(crate) list: Vec<Arc<Client>>,
+    index: HashMap<ClientId, usize>,
+    pub(crate) seq: u64,
+    /// Set when the channel is deleted, under this lock.
+    pub(crate) deleted: bool,
+}
+
+impl Members {
+    pub(crate) fn contains(&self, id: &ClientId) -> bool {
+        self.index.contains_key(id)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub(crate) fn insert(&mut self, client: Arc<Client>) -> bool {
+        if self.index.contains_key(client.id()) {
+            return false;
+        }
+        self.index.insert(client.id().clone(), self.list.len());
+        self.list.push(client);
+        true
+    }
+
+    pub(crate) fn remove(&mut self, id: &ClientId) -> Option<Arc<Client>> {
+        let position = self.index.remove(id)?;
+        let removed = self.list.swap_remove(position);
+        if let Some(moved) = self.list.get(position) {
+            self.index.insert(moved.id().clone(), position);
+        }
+        Some(removed)
+    }
+
+    pub(crate) fn drain(&mut self) -> Vec<Arc<Client>> {
+        self.index.clear();
+        std::mem::take(&mut self.list)
+    }
+}
+
+/// A channel. Its record is immutable; members and `seq` sit behind one
+/// short-lived lock that is never held across an `.await`.
+#[derive(Debug)]
+pub struct Channel {
+    key: ChannelKey,
+    kind: ChannelKind,
+    spec: ChannelSpec,
+    created_at: Timestamp,
+    epoch: Arc<str>,
+    member_count: AtomicUsize,
+    members: Mutex<Members>,
+}
+
+impl Channel {
+    pub(crate) fn new(key: ChannelKey, kind: ChannelKind, spec: ChannelSpec) -> Self {
+        Self {
+            key,
+            kind,
+            spec,
+            created_at: arqon_protocol::now(),
+            epoch: Arc::from(format!("{:016x}", rand::random::<u64>())),
+            member_count: AtomicUsize::new(0),
+            members: Mutex::new(Members::default()),
+        }
+    }
+
+    pub fn key(&self) -> &ChannelKey {
+        &self.key
+    }
+
+    pub fn kind(&self) -> ChannelKind {
+        self.kind
+    }
+
+    /// Changes whenever this channel's history starts over (SPEC §7): each
+    /// creation of the channel gets a new one.
+    pub fn epoch(&self) -> &Arc<str> {
+        &self.epoch
+    }
+
+    /// Current members, read without taking the members lock.
+    pub fn member_count(&self) -> usize {
+        self.member_count.load(Ordering::Relaxed)
+    }
+
+    /// The last `seq` assigned, 0 if none.
+    pub fn last_seq(&self) -> u64 {
+        self.members().seq
+    }
+
+    /// Up to `limit` members, in join order.
+    pub fn members_snapshot(&self, limit: usize) -> Vec<Arc<Client>> {
+        self.members().list.iter().take(limit).cloned().collect()
+    }
+
+    pub fn has_member(&self, id: &ClientId) -> bool {
+        self.members().contains(id)
+    }
+
+    pub(crate) fn members(&self) -> MutexGuard<'_, Members> {
+        // Critical sections are single inserts, removals or a fan-out of
+        // non-blocking pushes; the data stays consistent after a panic.
+        self.members
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn sync_count(&self, members: &Members) {
+        self.member_count.store(members.len(), Ordering::Relaxed);
+    }
+
+    /// The channel record of SPEC §5.
+    pub fn record(&self) -> Value {
+        json!({
+            "room": self.key.room(),
+            "channel": self.key.channel(),
+            "type": self.kind.as_str(),
+            "created_at": format_timestamp(self.created_at),
+            "created_by": self.spec.created_by,
+            "hardcoded": self.kind == ChannelKind::System,
+            "auto_created": self.spec.auto_created,
+            "description": self.spec.description,
+            "metadata": self.spec.metadata,
+            "participant_count": self.member_count(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use super::*;
+    use crate::client::{Profile, Role};
+
+    fn client() -> Arc<Client> {
+        Arc::new(Client::new(
+            ClientId::generate(),
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 1)),
+            Role::User,
+            Profile::default(),
+            1024,
+        ))
+    }
+
+    #[test]
+    fn members_keep_their_index_through_removals() {
+        let mut members = Members::default();
+        let clients: Vec<_> = (0..5).map(|_| client()).collect();
+        for c in &clients {
+            assert!(members.insert(c.clone()));
+        }
+        assert!(!members.insert(clients[0].clone()), "idempotent");
+        assert!(members.remove(clients[1].id()).is_some());
+        assert!(members.remove(clients[1].id()).is_none());
+        assert!(members.remove(clients[4].id()).is_some());
+        for c in [&clients[0], &clients[2], &clients[3]] {
+            assert!(members.contains(c.id()));
+            assert!(members.remove(c.id()).is_some());
+        }
+        assert_eq!(members.len(), 0);
+    }
+}

@@ -1,0 +1,158 @@
+//! A connected client as the router sees it.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use arqon_protocol::{ChannelKey, ClientId, ClientType, Timestamp, format_timestamp};
+use bytes::Bytes;
+use chrono::DateTime;
+use serde_json::{Value, json};
+
+use crate::outbound::{CloseReason, Outbound, PushError};
+
+/// What a client says about itself (SPEC §2, `identify`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    pub client_type: ClientType,
+    pub screen_name: Option<String>,
+    pub avatar: Option<String>,
+    pub personality: Option<String>,
+}
+
+/// The access a connection was granted at the upgrade (SPEC §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    #[default]
+    User,
+    Admin,
+}
+
+/// One connection. Shared by the registry, the channels it joined and its
+/// own connection task; its queue is the only way to reach its socket.
+#[derive(Debug)]
+pub struct Client {
+    id: ClientId,
+    peer: SocketAddr,
+    role: Role,
+    connected_at: Timestamp,
+    last_activity_ms: AtomicI64,
+    profile: Mutex<Profile>,
+    subscriptions: Mutex<HashSet<ChannelKey>>,
+    outbound: Outbound,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a single insert, remove or copy, so a
+    // poisoned lock still guards consistent data.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Client {
+    pub fn new(
+        id: ClientId,
+        peer: SocketAddr,
+        role: Role,
+        profile: Profile,
+        queue_bytes: usize,
+    ) -> Self {
+        let now = arqon_protocol::now();
+        Self {
+            id,
+            peer,
+            role,
+            connected_at: now,
+            last_activity_ms: AtomicI64::new(now.timestamp_millis()),
+            profile: Mutex::new(profile),
+            subscriptions: Mutex::new(HashSet::new()),
+            outbound: Outbound::new(queue_bytes),
+        }
+    }
+
+    pub fn id(&self) -> &ClientId {
+        &self.id
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn connected_at(&self) -> Timestamp {
+        self.connected_at
+    }
+
+    pub fn outbound(&self) -> &Outbound {
+        &self.outbound
+    }
+
+    /// Queues one encoded frame for this client's socket.
+    pub fn send(&self, frame: Bytes) -> Result<(), PushError> {
+        self.outbound.push(frame)
+    }
+
+    /// Asks the connection to close.
+    pub fn close(&self, reason: CloseReason) -> bool {
+        self.outbound.close(reason)
+    }
+
+    /// Records that the client sent something now.
+    pub fn touch(&self) {
+        self.last_activity_ms
+            .store(arqon_protocol::now().timestamp_millis(), Ordering::Relaxed);
+    }
+
+    pub fn last_activity(&self) -> Timestamp {
+        DateTime::from_timestamp_millis(self.last_activity_ms.load(Ordering::Relaxed))
+            .unwrap_or(self.connected_at)
+    }
+
+    pub fn profile(&self) -> Profile {
+        lock(&self.profile).clone()
+    }
+
+    pub fn client_type(&self) -> ClientType {
+        lock(&self.profile).client_type
+    }
+
+    pub fn set_profile(&self, profile: Profile) {
+        *lock(&self.profile) = profile;
+    }
+
+    /// The channels this client is subscribed to.
+    pub fn subscriptions(&self) -> Vec<ChannelKey> {
+        lock(&self.subscriptions).iter().cloned().collect()
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        lock(&self.subscriptions).len()
+    }
+
+    pub fn is_subscribed(&self, key: &ChannelKey) -> bool {
+        lock(&self.subscriptions).contains(key)
+    }
+
+    pub(crate) fn subscriptions_mut(&self) -> MutexGuard<'_, HashSet<ChannelKey>> {
+        lock(&self.subscriptions)
+    }
+
+    /// The client record of SPEC §5.
+    pub fn record(&self) -> Value {
+        let profile = self.profile();
+        json!({
+            "client_id": self.id,
+            "client_type": profile.client_type,
+            "screen_name": profile.screen_name,
+            "avatar": profile.avatar,
+            "personality": profile.personality,
+            "connected_at": format_timestamp(self.connected_at),
+            "last_activity": format_timestamp(self.last_activity()),
+        })
+    }
+}

@@ -1,0 +1,32 @@
+//! Routing for ArqonBus (SPEC §4, §11): the registry of connected clients,
+//! rooms and channels, subscriptions, and delivery to channels and to
+//! single clients.
+//!
+//! May depend on `arqon-protocol` and `arqon-config` (and later
+//! `arqon-telemetry`); never on storage, axum or any socket type. The
+//! router moves encoded frames ([`bytes::Bytes`]) into per-connection
+//! [`Outbound`] queues; the server's writer tasks own the sockets.
+//!
+//! Key types: [`Router`], [`Client`], [`Channel`], [`Outbound`].
+//!
+//! Invariants:
+//! - a publish encodes its envelope once and queues clones of the same
+//!   bytes; it never awaits, and a full queue triggers the slow-consumer
+//!   policy for that subscriber only;
+//! - `seq` is assigned and the fan-out done under the channel's member
+//!   lock, so every member of a channel sees its messages in `seq` order;
+//! - locks are short, never held across `.await`, and taken in the order
+//!   channel map → channel members → client subscriptions;
+//! - every queue is bounded in bytes (`ARQONBUS_CLIENT_QUEUE_BYTES`).
+
+mod channel;
+mod client;
+mod error;
+mod outbound;
+mod router;
+
+pub use channel::{Channel, ChannelKind, ChannelSpec};
+pub use client::{Client, Profile, Role};
+pub use error::RoutingError;
+pub use outbound::{Batch, CloseReason, Outbound, PushError};
+pub use router::{Delivery, Joined, Publisher, Router, SLOW_CONSUMER_CLOSE, Snapshot, Stats};

@@ -1,0 +1,292 @@
+//! The bounded outbound queue of one connection (SPEC §11).
+//!
+//! Publishers push already-encoded frames and never wait: a push either
+//! fits under the byte budget or fails at once with [`PushError::Full`], and
+//! the caller applies the slow-consumer policy. One writer task per
+//! connection drains the queue in batches, so that frames queued while it
+//! was writing go out in one socket write.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+/// Why and how a connection is to be closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseReason {
+    /// The WebSocket close code (see `arqon_protocol::close`).
+    pub code: u16,
+    /// The close frame's reason text.
+    pub reason: &'static str,
+    /// Drop the frames still queued instead of writing them first: right
+    /// for a slow consumer, wrong for an error that should reach the client.
+    pub discard_pending: bool,
+}
+
+/// A push that did not enqueue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// The queue holds more than its byte budget.
+    #[error("outbound queue full")]
+    Full,
+    /// The connection is closing.
+    #[error("connection closing")]
+    Closed,
+}
+
+/// What the writer gets from [`Outbound::next_batch`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Batch {
+    /// Frames to write, oldest first (also moved into the caller's buffer).
+    Frames,
+    /// Nothing more will come: send this close frame and stop.
+    Close(CloseReason),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    close: Option<CloseReason>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the writer: frames or a close are waiting.
+    ready: Notify,
+    /// Wakes anyone waiting in [`Outbound::discarded`].
+    discarded: Notify,
+    capacity: usize,
+}
+
+/// Producer and consumer handle of one connection's queue; clones share it.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    shared: Arc<Shared>,
+}
+
+impl Outbound {
+    /// A queue holding at most `capacity` bytes of frames. A single frame
+    /// larger than the budget is still accepted into an empty queue, so a
+    /// large (but allowed) message is never undeliverable.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                ready: Notify::new(),
+                discarded: Notify::new(),
+                capacity,
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves the queue consistent
+        // (every update is a single push or drain), so poisoning is ignored.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Enqueues `frame` without waiting.
+    pub fn push(&self, frame: Bytes) -> Result<(), PushError> {
+        {
+            let mut state = self.state();
+            if state.close.is_some() {
+                return Err(PushError::Closed);
+            }
+            if !state.frames.is_empty() && state.bytes + frame.len() > self.shared.capacity {
+                return Err(PushError::Full);
+            }
+            state.bytes += frame.len();
+            state.frames.push_back(frame);
+        }
+        self.shared.ready.notify_one();
+        Ok(())
+    }
+
+    /// Asks the writer to close the connection. The first reason wins;
+    /// later calls return `false`.
+    pub fn close(&self, reason: CloseReason) -> bool {
+        let first = {
+            let mut state = self.state();
+            if state.close.is_some() {
+                false
+            } else {
+                if reason.discard_pending {
+                    state.frames.clear();
+                    state.bytes = 0;
+                }
+                state.close = Some(reason);
+                true
+            }
+        };
+        self.shared.ready.notify_one();
+        if reason.discard_pending {
+            self.shared.discarded.notify_waiters();
+        }
+        first
+    }
+
+    /// Resolves once a close that discards pending frames has been
+    /// requested: the writer races its socket writes against this, so that
+    /// a consumer whose socket no longer drains is cut off at once.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only observes state.
+    pub async fn discarded(&self) -> CloseReason {
+        loop {
+            let mut notified = std::pin::pin!(self.shared.discarded.notified());
+            notified.as_mut().enable();
+            if let Some(reason) = self.state().close.filter(|reason| reason.discard_pending) {
+                return reason;
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether a close has been requested.
+    pub fn is_closing(&self) -> bool {
+        self.state().close.is_some()
+    }
+
+    /// Bytes currently queued.
+    pub fn queued_bytes(&self) -> usize {
+        self.state().bytes
+    }
+
+    /// Waits for work: moves every queued frame into `buf` and returns
+    /// [`Batch::Frames`], or, once the queue is empty and a close was
+    /// requested, returns [`Batch::Close`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: frames are moved into `buf` only on the poll that
+    /// returns, so a cancelled wait loses nothing.
+    pub async fn next_batch(&self, buf: &mut Vec<Bytes>) -> Batch {
+        loop {
+            {
+                let mut state = self.state();
+                if !state.frames.is_empty() {
+                    buf.extend(state.frames.drain(..));
+                    state.bytes = 0;
+                    return Batch::Frames;
+                }
+                if let Some(reason) = state.close {
+                    return Batch::Close(reason);
+                }
+            }
+            self.shared.ready.notified().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SLOW: CloseReason = CloseReason {
+        code: 4002,
+        reason: "slow consumer",
+        discard_pending: true,
+    };
+
+    #[tokio::test]
+    async fn frames_come_out_in_order_in_one_batch() {
+        let queue = Outbound::new(100);
+        for text in ["a", "b", "c"] {
+            queue
+                .push(Bytes::from_static(text.as_bytes()))
+                .expect("fits");
+        }
+        assert_eq!(queue.queued_bytes(), 3);
+        let mut buf = Vec::new();
+        assert_eq!(queue.next_batch(&mut buf).await, Batch::Frames);
+        assert_eq!(
+            buf,
+            ["a", "b", "c"].map(|t| Bytes::from_static(t.as_bytes()))
+        );
+        assert_eq!(queue.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn the_byte_budget_bounds_the_queue() {
+        let queue = Outbound::new(10);
+        queue.push(Bytes::from(vec![0; 6])).expect("fits");
+        assert_eq!(queue.push(Bytes::from(vec![0; 6])), Err(PushError::Full));
+        queue.push(Bytes::from(vec![0; 4])).expect("exactly fits");
+        assert_eq!(queue.push(Bytes::from(vec![0; 1])), Err(PushError::Full));
+    }
+
+    #[test]
+    fn an_oversized_frame_fits_an_empty_queue() {
+        let queue = Outbound::new(10);
+        queue
+            .push(Bytes::from(vec![0; 50]))
+            .expect("empty queue takes it");
+        assert_eq!(queue.push(Bytes::from(vec![0; 1])), Err(PushError::Full));
+    }
+
+    #[tokio::test]
+    async fn close_discards_or_flushes_pending_frames() {
+        let queue = Outbound::new(100);
+        queue.push(Bytes::from_static(b"x")).expect("fits");
+        assert!(queue.close(SLOW));
+        assert!(
+            !queue.close(CloseReason { code: 1000, ..SLOW }),
+            "first reason wins"
+        );
+        assert_eq!(queue.push(Bytes::from_static(b"y")), Err(PushError::Closed));
+        let mut buf = Vec::new();
+        assert_eq!(queue.next_batch(&mut buf).await, Batch::Close(SLOW));
+        assert!(buf.is_empty());
+
+        let queue = Outbound::new(100);
+        queue.push(Bytes::from_static(b"x")).expect("fits");
+        queue.close(CloseReason {
+            discard_pending: false,
+            ..SLOW
+        });
+        assert_eq!(queue.next_batch(&mut buf).await, Batch::Frames);
+        assert_eq!(buf.len(), 1);
+        assert!(matches!(queue.next_batch(&mut buf).await, Batch::Close(_)));
+    }
+
+    #[tokio::test]
+    async fn a_discarding_close_interrupts_a_stuck_writer() {
+        let queue = Outbound::new(100);
+        let waiter = queue.clone();
+        let task = tokio::spawn(async move { waiter.discarded().await });
+        tokio::task::yield_now().await;
+        queue.close(CloseReason {
+            discard_pending: false,
+            ..SLOW
+        });
+        tokio::task::yield_now().await;
+        assert!(!task.is_finished(), "a flushing close does not interrupt");
+
+        let queue = Outbound::new(100);
+        let waiter = queue.clone();
+        let task = tokio::spawn(async move { waiter.discarded().await });
+        tokio::task::yield_now().await;
+        queue.close(SLOW);
+        assert_eq!(task.await.expect("waiter"), SLOW);
+    }
+
+    #[tokio::test]
+    async fn the_writer_wakes_on_push() {
+        let queue = Outbound::new(100);
+        let writer = queue.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = Vec::new();
+            writer.next_batch(&mut buf).await;
+            buf
+        });
+        tokio::task::yield_now().await;
+        queue.push(Bytes::from_static(b"late")).expect("fits");
+        let buf = task.await.expect("writer");
+        assert_eq!(buf, [Bytes::from_static(b"late")]);
+    }
+}

@@ -1,0 +1,533 @@
+//! The router: who is connected, which channels exist, who listens where,
+//! and the fan-out of published envelopes (SPEC §4, §11).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use arqon_config::{RoutingConfig, SlowConsumerPolicy};
+use arqon_protocol::{ChannelKey, ClientId, ClientType, Envelope, RawJson, close, now_rfc3339};
+use bytes::Bytes;
+
+use crate::channel::{Channel, ChannelKind, ChannelSpec};
+use crate::client::Client;
+use crate::error::RoutingError;
+use crate::outbound::{CloseReason, PushError};
+
+/// The close used when a subscriber's queue overflows under
+/// [`SlowConsumerPolicy::Disconnect`].
+pub const SLOW_CONSUMER_CLOSE: CloseReason = CloseReason {
+    code: close::SLOW_CONSUMER,
+    reason: "slow consumer",
+    discard_pending: true,
+};
+
+/// Counters the router keeps for `status` (SPEC §5). Relaxed atomics:
+/// they are statistics, not synchronization.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Envelopes received from clients.
+    pub received: AtomicU64,
+    /// Frames queued to clients by fan-out and direct delivery.
+    pub delivered: AtomicU64,
+    /// Deliveries dropped under the `drop` policy.
+    pub dropped: AtomicU64,
+    /// Subscribers disconnected as slow consumers.
+    pub slow_disconnects: AtomicU64,
+}
+
+/// Who a channel publish comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Publisher<'a> {
+    /// A client publishing on its own behalf: it must be a member when
+    /// `publish_requires_join` is on, and is skipped in the fan-out unless
+    /// it asked for an echo.
+    Member(&'a Arc<Client>),
+    /// A client's envelope relayed by the server to a channel it need not
+    /// have joined (client telemetry rebroadcast to the telemetry channel).
+    Relay(&'a ClientId),
+    /// The server itself (`sender: "arqonbus"`).
+    Server,
+}
+
+/// The outcome of a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Recipients whose queue took the message.
+    pub delivered: usize,
+    /// The channel `seq` given to the message; `None` for direct messages.
+    pub seq: Option<u64>,
+    pub epoch: Option<Arc<str>>,
+}
+
+/// The outcome of a join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    pub participant_count: usize,
+    /// Last `seq` assigned in the channel, 0 if none.
+    pub seq: u64,
+    pub epoch: Arc<str>,
+    /// Whether the join created the channel.
+    pub created: bool,
+    /// Whether the client was a member already (joins are idempotent).
+    pub already_member: bool,
+}
+
+/// A point-in-time summary for `status`.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub clients: usize,
+    pub clients_by_type: HashMap<&'static str, usize>,
+    pub rooms: usize,
+    pub channels: usize,
+    pub subscriptions: usize,
+    /// The largest channels by members, largest first.
+    pub largest_channels: Vec<(ChannelKey, usize)>,
+}
+
+#[derive(Debug, Default)]
+struct Channels {
+    by_key: HashMap<ChannelKey, Arc<Channel>>,
+    /// Channels per room: a room exists while it has a channel.
+    rooms: HashMap<String, usize>,
+}
+
+impl Channels {
+    fn insert(&mut self, channel: Arc<Channel>) {
+        *self
+            .rooms
+            .entry(channel.key().room().to_owned())
+            .or_default() += 1;
+        self.by_key.insert(channel.key().clone(), channel);
+    }
+
+    fn remove(&mut self, key: &ChannelKey) -> Option<Arc<Channel>> {
+        let channel = self.by_key.remove(key)?;
+        if let Some(count) = self.rooms.get_mut(key.room()) {
+            *count -= 1;
+            if *count == 0 {
+                self.rooms.remove(key.room());
+            }
+        }
+        Some(channel)
+    }
+}
+
+/// Clients, channels and subscriptions. State is split by owner: the
+/// client map, the channel map, and per-channel member lists each have
+/// their own lock, always taken briefly and in the order
+/// channel map → channel members → client subscriptions.
+#[derive(Debug)]
+pub struct Router {
+    config: RoutingConfig,
+    clients: RwLock<HashMap<ClientId, Arc<Client>>>,
+    channels: RwLock<Channels>,
+    subscriptions: AtomicUsize,
+    stats: Stats,
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Router {
+    /// A router with the configured system channels already created.
+    /// `system_channels` holds `room:channel` keys (already validated by the
+    /// configuration); invalid ones are skipped.
+    pub fn new(config: &RoutingConfig, system_channels: &[ChannelKey]) -> Self {
+        let mut channels = Channels::default();
+        for key in system_channels {
+            if !channels.by_key.contains_key(key) {
+                channels.insert(Arc::new(Channel::new(
+                    key.clone(),
+                    ChannelKind::System,
+                    ChannelSpec::default(),
+                )));
+            }
+        }
+        Self {
+            config: config.clone(),
+            clients: RwLock::new(HashMap::new()),
+            channels: RwLock::new(channels),
+            subscriptions: AtomicUsize::new(0),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &RoutingConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    // ---- clients -------------------------------------------------------
+
+    /// Adds a connected client. Returns the client it replaces, if one was
+    /// registered under the same id (a second JWT connection, SPEC §9); the
+    /// caller closes that one.
+    pub fn register(&self, client: Arc<Client>) -> Option<Arc<Client>> {
+        write(&self.clients).insert(client.id().clone(), client)
+    }
+
+    /// Removes a client from the registry (if it is still the registered
+    /// one) and from every channel it joined. The one cleanup path of a
+    /// connection.
+    pub fn unregister(&self, client: &Arc<Client>) {
+        {
+            let mut clients = write(&self.clients);
+            if clients
+                .get(client.id())
+                .is_some_and(|c| Arc::ptr_eq(c, client))
+            {
+                clients.remove(client.id());
+            }
+        }
+        let joined: Vec<ChannelKey> = client.subscriptions_mut().drain().collect();
+        for key in joined {
+            if let Some(channel) = self.channel(&key) {
+                let mut members = channel.members();
+                if members.remove(client.id()).is_some() {
+                    self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                }
+                channel.sync_count(&members);
+            }
+        }
+    }
+
+    pub fn client(&self, id: &ClientId) -> Option<Arc<Client>> {
+        read(&self.clients).get(id).cloned()
+    }
+
+    pub fn client_count(&self) -> usize {
+        read(&self.clients).len()
+    }
+
+    /// Every connected client (a snapshot).
+    pub fn clients(&self) -> Vec<Arc<Client>> {
+        read(&self.clients).values().cloned().collect()
+    }
+
+    // ---- channels ------------------------------------------------------
+
+    pub fn channel(&self, key: &ChannelKey) -> Option<Arc<Channel>> {
+        read(&self.channels).by_key.get(key).cloned()
+    }
+
+    /// Every channel, or those of `room` (`RoomNotFound` when it has none),
+    /// sorted by key.
+    pub fn channels(&self, room: Option<&str>) -> Result<Vec<Arc<Channel>>, RoutingError> {
+        let channels = read(&self.channels);
+        if let Some(room) = room
+            && !channels.rooms.contains_key(room)
+        {
+            return Err(RoutingError::RoomNotFound {
+                room: room.to_owned(),
+            });
+        }
+        let mut list: Vec<_> = channels
+            .by_key
+            .values()
+            .filter(|channel| room.is_none_or(|room| channel.key().room() == room))
+            .cloned()
+            .collect();
+        drop(channels);
+        list.sort_by(|a, b| a.key().cmp(b.key()));
+        Ok(list)
+    }
+
+    /// Creates a general channel.
+    pub fn create_channel(
+        &self,
+        key: ChannelKey,
+        spec: ChannelSpec,
+    ) -> Result<Arc<Channel>, RoutingError> {
+        let mut channels = write(&self.channels);
+        if let Some(existing) = channels.by_key.get(&key) {
+            return Err(match existing.kind() {
+                ChannelKind::System => RoutingError::SystemChannel { key },
+                ChannelKind::General => RoutingError::ChannelExists { key },
+            });
+        }
+        let channel = Arc::new(Channel::new(key, ChannelKind::General, spec));
+        channels.insert(channel.clone());
+        Ok(channel)
+    }
+
+    /// Deletes a general channel. Members block it unless `force`, in which
+    /// case they lose the subscription and get `notice` (already encoded).
+    /// Returns how many members were removed.
+    pub fn delete_channel(
+        &self,
+        key: &ChannelKey,
+        force: bool,
+        notice: Bytes,
+    ) -> Result<usize, RoutingError> {
+        let removed = {
+            let mut channels = write(&self.channels);
+            let channel = channels
+                .by_key
+                .get(key)
+                .cloned()
+                .ok_or_else(|| RoutingError::ChannelNotFound { key: key.clone() })?;
+            if channel.kind() == ChannelKind::System {
+                return Err(RoutingError::SystemChannel { key: key.clone() });
+            }
+            let mut members = channel.members();
+            if members.len() > 0 && !force {
+                return Err(RoutingError::ChannelNotEmpty {
+                    key: key.clone(),
+                    members: members.len(),
+                });
+            }
+            // Marked under the members lock: a join or publish that looked
+            // the channel up before it left the map sees it is gone.
+            members.deleted = true;
+            let removed = members.drain();
+            channel.sync_count(&members);
+            drop(members);
+            channels.remove(key);
+            removed
+        };
+        for member in &removed {
+            member.subscriptions_mut().remove(key);
+            self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+            self.deliver(member, notice.clone());
+        }
+        Ok(removed.len())
+    }
+
+    /// Subscribes `client` to `key`, creating the channel when allowed.
+    pub fn join(&self, client: &Arc<Client>, key: &ChannelKey) -> Result<Joined, RoutingError> {
+        let (channel, created) = match self.channel(key) {
+            Some(channel) => (channel, false),
+            None if self.config.auto_create_channels => {
+                let mut channels = write(&self.channels);
+                match channels.by_key.get(key) {
+                    Some(channel) => (channel.clone(), false),
+                    None => {
+                        let channel = Arc::new(Channel::new(
+                            key.clone(),
+                            ChannelKind::General,
+                            ChannelSpec {
+                                created_by: Some(client.id().clone()),
+                                auto_created: true,
+                                ..ChannelSpec::default()
+                            },
+                        ));
+                        channels.insert(channel.clone());
+                        (channel, true)
+                    }
+                }
+            }
+            None => return Err(RoutingError::ChannelNotFound { key: key.clone() }),
+        };
+
+        let mut members = channel.members();
+        if members.deleted {
+            return Err(RoutingError::ChannelNotFound { key: key.clone() });
+        }
+        let already_member = members.contains(client.id());
+        if !already_member {
+            let max = self.config.max_channel_members;
+            if max > 0 && members.len() >= max {
+                return Err(RoutingError::ChannelFull {
+                    key: key.clone(),
+                    max,
+                });
+            }
+            let mut subscriptions = client.subscriptions_mut();
+            let max = self.config.max_subscriptions;
+            if subscriptions.len() >= max {
+                return Err(RoutingError::SubscriptionLimit { max });
+            }
+            subscriptions.insert(key.clone());
+            drop(subscriptions);
+            members.insert(client.clone());
+            channel.sync_count(&members);
+            self.subscriptions.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Joined {
+            participant_count: members.len(),
+            seq: members.seq,
+            epoch: channel.epoch().clone(),
+            created,
+            already_member,
+        })
+    }
+
+    /// Unsubscribes `client` from `key`; returns whether it was a member.
+    pub fn leave(&self, client: &Arc<Client>, key: &ChannelKey) -> Result<bool, RoutingError> {
+        let channel = self
+            .channel(key)
+            .ok_or_else(|| RoutingError::ChannelNotFound { key: key.clone() })?;
+        let mut members = channel.members();
+        let was_member = members.remove(client.id()).is_some();
+        channel.sync_count(&members);
+        drop(members);
+        if was_member {
+            client.subscriptions_mut().remove(key);
+            self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(was_member)
+    }
+
+    // ---- delivery ------------------------------------------------------
+
+    /// Publishes `envelope` on channel `key` from `publisher`. Stamps `sender`,
+    /// `timestamp`, `seq` and `epoch`, encodes once, and queues the same
+    /// bytes to every member except the sender (unless `echo`).
+    ///
+    /// Never waits on a subscriber: a full queue triggers the configured
+    /// slow-consumer policy for that subscriber alone.
+    pub fn publish(
+        &self,
+        publisher: Publisher<'_>,
+        key: &ChannelKey,
+        mut envelope: Envelope<RawJson>,
+        echo: bool,
+    ) -> Result<Delivery, RoutingError> {
+        let channel = self
+            .channel(key)
+            .ok_or_else(|| RoutingError::ChannelNotFound { key: key.clone() })?;
+        let mut members = channel.members();
+        if members.deleted {
+            return Err(RoutingError::ChannelNotFound { key: key.clone() });
+        }
+        let sender_id = match publisher {
+            Publisher::Member(sender) => {
+                if self.config.publish_requires_join && !members.contains(sender.id()) {
+                    return Err(RoutingError::NotSubscribed { key: key.clone() });
+                }
+                Some(sender.id())
+            }
+            Publisher::Relay(_) | Publisher::Server => None,
+        };
+        envelope.sender = Some(match publisher {
+            Publisher::Member(sender) => sender.id().as_str().to_owned(),
+            Publisher::Relay(id) => id.as_str().to_owned(),
+            Publisher::Server => arqon_protocol::SERVER_SENDER.to_owned(),
+        });
+        members.seq += 1;
+        let seq = members.seq;
+        envelope.timestamp = now_rfc3339();
+        envelope.room = Some(key.room().to_owned());
+        envelope.channel = Some(key.channel().to_owned());
+        envelope.seq = Some(seq);
+        envelope.epoch = Some(channel.epoch().to_string());
+        let frame = Bytes::from(envelope.to_json());
+
+        let mut delivered = 0;
+        for member in &members.list {
+            if !echo && Some(member.id()) == sender_id {
+                continue;
+            }
+            if self.deliver(member, frame.clone()) {
+                delivered += 1;
+            }
+        }
+        drop(members);
+        Ok(Delivery {
+            delivered,
+            seq: Some(seq),
+            epoch: Some(channel.epoch().clone()),
+        })
+    }
+
+    /// Sends `envelope` from `sender` to one client.
+    pub fn send_direct(
+        &self,
+        sender: &Arc<Client>,
+        target: &ClientId,
+        mut envelope: Envelope<RawJson>,
+    ) -> Result<Delivery, RoutingError> {
+        let recipient = self
+            .client(target)
+            .ok_or_else(|| RoutingError::TargetNotFound {
+                client: target.clone(),
+            })?;
+        envelope.sender = Some(sender.id().as_str().to_owned());
+        envelope.timestamp = now_rfc3339();
+        envelope.to_client = Some(target.as_str().to_owned());
+        let delivered = usize::from(self.deliver(&recipient, Bytes::from(envelope.to_json())));
+        Ok(Delivery {
+            delivered,
+            seq: None,
+            epoch: None,
+        })
+    }
+
+    /// Queues `frame` for `client`, applying the slow-consumer policy when
+    /// its queue is full. Returns whether the frame was queued.
+    pub fn deliver(&self, client: &Client, frame: Bytes) -> bool {
+        match client.send(frame) {
+            Ok(()) => {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(PushError::Full) => {
+                match self.config.slow_consumer {
+                    SlowConsumerPolicy::Disconnect => {
+                        if client.close(SLOW_CONSUMER_CLOSE) {
+                            self.stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    SlowConsumerPolicy::Drop => {
+                        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                false
+            }
+            Err(PushError::Closed) => false,
+        }
+    }
+
+    // ---- status --------------------------------------------------------
+
+    /// Counts for `status`, with the `top` largest channels.
+    pub fn snapshot(&self, top: usize) -> Snapshot {
+        let mut clients_by_type: HashMap<&'static str, usize> = ClientType::ALL
+            .iter()
+            .map(|kind| (kind.as_str(), 0))
+            .collect();
+        let clients = {
+            let clients = read(&self.clients);
+            for client in clients.values() {
+                *clients_by_type
+                    .entry(client.client_type().as_str())
+                    .or_default() += 1;
+            }
+            clients.len()
+        };
+        let channels = read(&self.channels);
+        let mut sizes: Vec<(ChannelKey, usize)> = channels
+            .by_key
+            .values()
+            .map(|channel| (channel.key().clone(), channel.member_count()))
+            .collect();
+        let (rooms, channel_count) = (channels.rooms.len(), channels.by_key.len());
+        drop(channels);
+        let by_size = |a: &(ChannelKey, usize), b: &(ChannelKey, usize)| {
+            b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0))
+        };
+        if sizes.len() > top && top > 0 {
+            sizes.select_nth_unstable_by(top - 1, by_size);
+        }
+        sizes.truncate(top);
+        sizes.sort_by(by_size);
+        Snapshot {
+            clients,
+            clients_by_type,
+            rooms,
+            channels: channel_count,
+            subscriptions: self.subscriptions.load(Ordering::Relaxed),
+            largest_channels: sizes,
+        }
+    }
+}
