@@ -4,12 +4,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arqon_commands::auth::{self, AuthError};
 use arqon_commands::{Flow, Session};
-use arqon_config::AuthMode;
 use arqon_protocol::{
     ClientId, ClientType, MAX_AVATAR_LEN, MAX_PERSONALITY_LEN, MAX_SCREEN_NAME_LEN, close,
 };
-use arqon_routing::{Batch, Client, CloseReason, Outbound, Profile, Role};
+use arqon_routing::{Batch, Client, CloseReason, Outbound, Profile};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -139,41 +139,13 @@ fn bearer_token(headers: &HeaderMap) -> Option<String> {
     Some(token.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
-/// Compares without an early exit, so the time taken does not reveal how
-/// much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The role a connection gets (SPEC §9), or the 401 it is refused with.
-fn authorize(app: &App, peer: SocketAddr, token: Option<&str>) -> Result<Role, Refusal> {
-    let unauthorized = |message: &str| {
-        refuse(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            Some("token"),
-            message,
-        )
-    };
-    match app.config.auth.mode {
-        AuthMode::None => Ok(if peer.ip().is_loopback() {
-            Role::Admin
-        } else {
-            Role::User
-        }),
-        AuthMode::Token => match (token, &app.config.auth.admin_token) {
-            (None, _) => Ok(Role::User),
-            (Some(given), Some(admin))
-                if constant_time_eq(given.as_bytes(), admin.expose().as_bytes()) =>
-            {
-                Ok(Role::Admin)
-            }
-            (Some(_), _) => Err(unauthorized("invalid token")),
-        },
-        AuthMode::Jwt => Err(unauthorized(
-            "jwt authentication is not available in this build",
-        )),
-    }
+fn unauthorized(err: &AuthError) -> Refusal {
+    refuse(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        Some("token"),
+        &err.to_string(),
+    )
 }
 
 /// `GET /` and `/ws`: checks the request, then upgrades.
@@ -210,7 +182,10 @@ pub async fn upgrade(
     })?;
     let params = parse_params(&pairs)?;
     let token = params.token.clone().or_else(|| bearer_token(&headers));
-    let role = authorize(&app, peer, token.as_deref())?;
+    let identity = auth::authenticate(&app.config.auth, peer, token.as_deref()).map_err(|err| {
+        debug!(%peer, error = %err, "upgrade refused");
+        unauthorized(&err)
+    })?;
     let slot = app.reserve_connection().ok_or_else(|| {
         refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -220,13 +195,22 @@ pub async fn upgrade(
         )
     })?;
     let max = app.config.server.max_message_size;
-    let client = Arc::new(Client::new(
-        ClientId::generate(),
+    let mut profile = params.profile;
+    if let Some(kind) = identity.client_type {
+        profile.client_type = kind;
+    }
+    if identity.screen_name.is_some() {
+        profile.screen_name = identity.screen_name;
+    }
+    let client = Client::new(
+        identity.client_id.unwrap_or_else(ClientId::generate),
         peer,
-        role,
-        params.profile,
+        identity.role,
+        profile,
         app.config.routing.client_queue_bytes,
-    ));
+    )
+    .with_allowed_channels(identity.channels);
+    let client = Arc::new(client);
     Ok(upgrade
         .max_message_size(max)
         .max_frame_size(max)

@@ -24,11 +24,18 @@ fn server() -> Command {
 }
 
 fn run(command: &mut Command) -> Output {
-    command.stdin(Stdio::null()).output().expect("run arqonbus-server")
+    command
+        .stdin(Stdio::null())
+        .output()
+        .expect("run arqonbus-server")
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn assert_config_error(output: &Output, names: &str) {
@@ -41,13 +48,28 @@ fn assert_config_error(output: &Output, names: &str) {
 #[test]
 fn invalid_values_exit_64_naming_the_key_as_written() {
     assert_config_error(&run(server().env("ARQONBUS_PORT", "abc")), "ARQONBUS_PORT");
-    assert_config_error(&run(server().env("ARQONBUS_SERVER_PORT", "70000")), "ARQONBUS_SERVER_PORT");
+    assert_config_error(
+        &run(server().env("ARQONBUS_SERVER_PORT", "70000")),
+        "ARQONBUS_SERVER_PORT",
+    );
     assert_config_error(&run(server().args(["--port", "x"])), "--port");
     assert_config_error(&run(server().args(["--log-format", "xml"])), "--log-format");
-    assert_config_error(&run(server().env("ARQONBUS_AUTH", "jwt")), "ARQONBUS_JWT_SECRET");
-    assert_config_error(&run(server().env("ARQONBUS_SLOW_CONSUMER", "sometimes")), "ARQONBUS_SLOW_CONSUMER");
-    assert_config_error(&run(server().args(["--config", "/nonexistent/arqonbus.toml"])), "/nonexistent/arqonbus.toml");
-    assert_config_error(&run(server().env("ARQONBUS_CONFIG", "/nonexistent/env.toml")), "/nonexistent/env.toml");
+    assert_config_error(
+        &run(server().env("ARQONBUS_AUTH", "jwt")),
+        "ARQONBUS_JWT_SECRET",
+    );
+    assert_config_error(
+        &run(server().env("ARQONBUS_SLOW_CONSUMER", "sometimes")),
+        "ARQONBUS_SLOW_CONSUMER",
+    );
+    assert_config_error(
+        &run(server().args(["--config", "/nonexistent/arqonbus.toml"])),
+        "/nonexistent/arqonbus.toml",
+    );
+    assert_config_error(
+        &run(server().env("ARQONBUS_CONFIG", "/nonexistent/env.toml")),
+        "/nonexistent/env.toml",
+    );
 }
 
 #[test]
@@ -66,7 +88,17 @@ fn help_lists_every_variable() {
     for key in arqon_config_keys() {
         assert!(help.contains(&key), "--help does not mention {key}");
     }
-    for flag in ["--config", "--host", "--port", "--telemetry-port", "--storage", "--redis-url", "--log-level", "--log-format", "--print-addrs"] {
+    for flag in [
+        "--config",
+        "--host",
+        "--port",
+        "--telemetry-port",
+        "--storage",
+        "--redis-url",
+        "--log-level",
+        "--log-format",
+        "--print-addrs",
+    ] {
         assert!(help.contains(flag), "--help does not mention {flag}");
     }
 }
@@ -74,13 +106,42 @@ fn help_lists_every_variable() {
 /// Every canonical variable name the spec defines.
 fn arqon_config_keys() -> Vec<String> {
     [
-        "HOST", "PORT", "TELEMETRY_HOST", "TELEMETRY_PORT", "HTTP_PORT", "MAX_CONNECTIONS", "MAX_MESSAGE_SIZE",
-        "PING_INTERVAL_SECS", "IDLE_TIMEOUT_SECS", "RATE_LIMIT_PER_SEC", "RATE_LIMIT_BURST", "MAX_VIOLATIONS",
-        "CLIENT_QUEUE_BYTES", "SLOW_CONSUMER", "SHUTDOWN_GRACE_SECS", "PUBLISH_REQUIRES_JOIN", "AUTO_CREATE_CHANNELS",
-        "MAX_CHANNEL_MEMBERS", "MAX_SUBSCRIPTIONS", "SYSTEM_CHANNELS", "STORAGE", "STORAGE_MODE", "HISTORY_SIZE",
-        "REDIS_URL", "REDIS_STREAM_MAXLEN", "HISTORY_TTL_SECS", "AUTH", "ADMIN_TOKEN", "JWT_SECRET",
-        "TELEMETRY_CHANNEL", "DASHBOARD_CHANNEL", "TELEMETRY_STATS_INTERVAL_MS", "CLUSTER", "NODE_ID",
-        "LOG_LEVEL", "LOG_FORMAT",
+        "HOST",
+        "PORT",
+        "TELEMETRY_HOST",
+        "TELEMETRY_PORT",
+        "HTTP_PORT",
+        "MAX_CONNECTIONS",
+        "MAX_MESSAGE_SIZE",
+        "PING_INTERVAL_SECS",
+        "IDLE_TIMEOUT_SECS",
+        "RATE_LIMIT_PER_SEC",
+        "RATE_LIMIT_BURST",
+        "MAX_VIOLATIONS",
+        "CLIENT_QUEUE_BYTES",
+        "SLOW_CONSUMER",
+        "SHUTDOWN_GRACE_SECS",
+        "PUBLISH_REQUIRES_JOIN",
+        "AUTO_CREATE_CHANNELS",
+        "MAX_CHANNEL_MEMBERS",
+        "MAX_SUBSCRIPTIONS",
+        "SYSTEM_CHANNELS",
+        "STORAGE",
+        "STORAGE_MODE",
+        "HISTORY_SIZE",
+        "REDIS_URL",
+        "REDIS_STREAM_MAXLEN",
+        "HISTORY_TTL_SECS",
+        "AUTH",
+        "ADMIN_TOKEN",
+        "JWT_SECRET",
+        "TELEMETRY_CHANNEL",
+        "DASHBOARD_CHANNEL",
+        "TELEMETRY_STATS_INTERVAL_MS",
+        "CLUSTER",
+        "NODE_ID",
+        "LOG_LEVEL",
+        "LOG_FORMAT",
     ]
     .iter()
     .map(|name| format!("ARQONBUS_{name}"))
@@ -96,16 +157,25 @@ struct Running {
 impl Running {
     async fn start(configure: impl FnOnce(&mut tokio::process::Command)) -> Self {
         let mut command = tokio::process::Command::new(BIN);
-        command.env_clear().arg("--print-addrs").stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
+        command
+            .env_clear()
+            .arg("--print-addrs")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
         configure(&mut command);
         let mut child = command.spawn().expect("spawn");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
-        tokio::time::timeout(Duration::from_secs(20), BufReader::new(stdout).read_line(&mut line))
-            .await
-            .expect("addresses printed in time")
-            .expect("read stdout");
-        let addrs = serde_json::from_str(&line).unwrap_or_else(|_| panic!("one JSON line, got {line:?}"));
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .expect("addresses printed in time")
+        .expect("read stdout");
+        let addrs =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("one JSON line, got {line:?}"));
         Self { child, addrs }
     }
 
@@ -116,7 +186,10 @@ impl Running {
 
     fn terminate(&self) {
         let pid = self.child.id().expect("running").to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
         assert!(status.success());
     }
 }
@@ -146,7 +219,8 @@ async fn flags_beat_env_beat_file_beat_defaults() {
     drop(from_file);
 
     let from_env = Running::start(|c| {
-        c.env("ARQONBUS_CONFIG", file.path()).env("ARQONBUS_PORT", env_port.to_string());
+        c.env("ARQONBUS_CONFIG", file.path())
+            .env("ARQONBUS_PORT", env_port.to_string());
     })
     .await;
     assert_eq!(from_env.bus_port(), env_port);
@@ -167,11 +241,14 @@ async fn flags_beat_env_beat_file_beat_defaults() {
 #[tokio::test]
 async fn sigterm_closes_clients_with_1001_and_exits_zero() {
     let mut running = Running::start(|c| {
-        c.args(["--port", "0", "--telemetry-port", "0"]).env("ARQONBUS_SHUTDOWN_GRACE_SECS", "5");
+        c.args(["--port", "0", "--telemetry-port", "0"])
+            .env("ARQONBUS_SHUTDOWN_GRACE_SECS", "5");
     })
     .await;
     let url = format!("ws://127.0.0.1:{}/", running.bus_port());
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
     let welcome = ws.next().await.expect("welcome").expect("frame");
     assert!(matches!(welcome, Message::Text(_)));
 

@@ -17,6 +17,7 @@
 //! with `TOO_MANY_VIOLATIONS` and a 1008 close.
 
 mod args;
+pub mod auth;
 mod bus;
 mod commands;
 mod error;

@@ -160,6 +160,12 @@ impl Session {
 
     fn on_publish(&mut self, publish: Publish) -> Flow {
         let router = self.bus.router();
+        if let Target::Channel(key) = &publish.target
+            && !self.client.may_access(key)
+        {
+            let err = CommandError::forbidden(format!("your token does not allow channel {key}"));
+            return self.command_error(Some(&publish.id), None, err);
+        }
         let result = match &publish.target {
             Target::Channel(key) => router.publish(
                 Publisher::Member(&self.client),

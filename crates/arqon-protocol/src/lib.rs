@@ -27,6 +27,7 @@ mod decode;
 mod envelope;
 mod error;
 mod ids;
+mod pattern;
 mod time;
 
 pub use client::{
@@ -41,4 +42,5 @@ pub use ids::{
     ChannelKey, ClientId, InvalidId, MAX_CLIENT_ID_LEN, MAX_ID_SUFFIX_LEN, MAX_NAME_LEN, MessageId,
     is_valid_client_id, is_valid_message_id, is_valid_name,
 };
+pub use pattern::{ChannelPattern, InvalidPattern};
 pub use time::{Timestamp, format_timestamp, now, now_rfc3339, parse_timestamp};

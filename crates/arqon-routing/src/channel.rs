@@ -33,6 +33,10 @@ pub struct ChannelSpec {
     pub auto_created: bool,
     pub description: Option<String>,
     pub metadata: Map<String, Value>,
+    /// History state to continue from (a channel restored from storage):
+    /// its epoch, and the last `seq` assigned. `None` starts a new epoch
+    /// at `seq` 0.
+    pub restored: Option<(Arc<str>, u64)>,
 }
 
 /// Members in join order plus an index for O(1) membership and removal,
@@ -94,15 +98,22 @@ pub struct Channel {
 }
 
 impl Channel {
-    pub(crate) fn new(key: ChannelKey, kind: ChannelKind, spec: ChannelSpec) -> Self {
+    pub(crate) fn new(key: ChannelKey, kind: ChannelKind, mut spec: ChannelSpec) -> Self {
+        let (epoch, last_seq) = spec
+            .restored
+            .take()
+            .unwrap_or_else(|| (Arc::from(format!("{:016x}", rand::random::<u64>())), 0));
         Self {
             key,
             kind,
             spec,
             created_at: arqon_protocol::now(),
-            epoch: Arc::from(format!("{:016x}", rand::random::<u64>())),
+            epoch,
             member_count: AtomicUsize::new(0),
-            members: Mutex::new(Members::default()),
+            members: Mutex::new(Members {
+                seq: last_seq,
+                ..Members::default()
+            }),
         }
     }
 

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use arqon_protocol::{ChannelKey, ClientId, ClientType, Timestamp, format_timestamp};
+use arqon_protocol::{
+    ChannelKey, ChannelPattern, ClientId, ClientType, Timestamp, format_timestamp,
+};
 use bytes::Bytes;
 use chrono::DateTime;
 use serde_json::{Value, json};
@@ -36,6 +38,9 @@ pub struct Client {
     id: ClientId,
     peer: SocketAddr,
     role: Role,
+    /// The channels this client may join and publish to (a JWT's
+    /// `channels` claim); `None` allows all.
+    allowed_channels: Option<Box<[ChannelPattern]>>,
     connected_at: Timestamp,
     last_activity_ms: AtomicI64,
     profile: Mutex<Profile>,
@@ -64,12 +69,27 @@ impl Client {
             id,
             peer,
             role,
+            allowed_channels: None,
             connected_at: now,
             last_activity_ms: AtomicI64::new(now.timestamp_millis()),
             profile: Mutex::new(profile),
             subscriptions: Mutex::new(HashSet::new()),
             outbound: Outbound::new(queue_bytes),
         }
+    }
+
+    /// Restricts the channels this client may join and publish to.
+    #[must_use]
+    pub fn with_allowed_channels(mut self, patterns: Option<Vec<ChannelPattern>>) -> Self {
+        self.allowed_channels = patterns.map(Vec::into_boxed_slice);
+        self
+    }
+
+    /// Whether this client may join or publish to `key` (SPEC §9).
+    pub fn may_access(&self, key: &ChannelKey) -> bool {
+        self.allowed_channels
+            .as_deref()
+            .is_none_or(|patterns| patterns.iter().any(|pattern| pattern.matches(key)))
     }
 
     pub fn id(&self) -> &ClientId {

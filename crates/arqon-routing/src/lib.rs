@@ -29,4 +29,6 @@ pub use channel::{Channel, ChannelKind, ChannelSpec};
 pub use client::{Client, Profile, Role};
 pub use error::RoutingError;
 pub use outbound::{Batch, CloseReason, Outbound, PushError};
-pub use router::{Delivery, Joined, Publisher, Router, SLOW_CONSUMER_CLOSE, Snapshot, Stats};
+pub use router::{
+    Delivery, Joined, Publisher, Router, SLOW_CONSUMER_CLOSE, Sequenced, Snapshot, Stats,
+};

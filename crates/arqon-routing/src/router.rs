@@ -50,6 +50,18 @@ pub enum Publisher<'a> {
     Server,
 }
 
+/// A message that has just been given its `seq`, as the router hands it to
+/// the `on_sequenced` hook of [`Router::publish_with`]: still under the
+/// channel lock, so hooks see a channel's messages in `seq` order.
+#[derive(Debug, Clone, Copy)]
+pub struct Sequenced<'a> {
+    pub key: &'a ChannelKey,
+    pub seq: u64,
+    pub epoch: &'a Arc<str>,
+    /// The encoded envelope, exactly as delivered.
+    pub frame: &'a Bytes,
+}
+
 /// The outcome of a publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -242,6 +254,22 @@ impl Router {
         Ok(list)
     }
 
+    /// Recreates a channel whose history outlived the process (storage
+    /// restore at startup): its `seq` continues and its epoch is kept.
+    /// Does nothing if the channel exists already.
+    pub fn restore_channel(&self, key: ChannelKey, epoch: Arc<str>, last_seq: u64) {
+        let mut channels = write(&self.channels);
+        if channels.by_key.contains_key(&key) {
+            return;
+        }
+        let spec = ChannelSpec {
+            auto_created: true,
+            restored: Some((epoch, last_seq)),
+            ..ChannelSpec::default()
+        };
+        channels.insert(Arc::new(Channel::new(key, ChannelKind::General, spec)));
+    }
+
     /// Creates a general channel.
     pub fn create_channel(
         &self,
@@ -390,9 +418,26 @@ impl Router {
         &self,
         publisher: Publisher<'_>,
         key: &ChannelKey,
-        mut envelope: Envelope<RawJson>,
+        envelope: Envelope<RawJson>,
         echo: bool,
     ) -> Result<Delivery, RoutingError> {
+        self.publish_with(publisher, key, envelope, echo, |_| ())
+            .map(|(delivery, ())| delivery)
+    }
+
+    /// [`publish`](Self::publish), calling `on_sequenced` with the encoded
+    /// message once it has its `seq`, before the fan-out and under the
+    /// channel lock (so it must not block). History storage records
+    /// messages through this hook, in order, without routing depending on
+    /// it.
+    pub fn publish_with<T>(
+        &self,
+        publisher: Publisher<'_>,
+        key: &ChannelKey,
+        mut envelope: Envelope<RawJson>,
+        echo: bool,
+        on_sequenced: impl FnOnce(Sequenced<'_>) -> T,
+    ) -> Result<(Delivery, T), RoutingError> {
         let channel = self
             .channel(key)
             .ok_or_else(|| RoutingError::ChannelNotFound { key: key.clone() })?;
@@ -422,6 +467,12 @@ impl Router {
         envelope.seq = Some(seq);
         envelope.epoch = Some(channel.epoch().to_string());
         let frame = Bytes::from(envelope.to_json());
+        let recorded = on_sequenced(Sequenced {
+            key,
+            seq,
+            epoch: channel.epoch(),
+            frame: &frame,
+        });
 
         let mut delivered = 0;
         for member in &members.list {
@@ -433,11 +484,12 @@ impl Router {
             }
         }
         drop(members);
-        Ok(Delivery {
+        let delivery = Delivery {
             delivered,
             seq: Some(seq),
             epoch: Some(channel.epoch().clone()),
-        })
+        };
+        Ok((delivery, recorded))
     }
 
     /// Sends `envelope` from `sender` to one client.

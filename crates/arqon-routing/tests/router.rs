@@ -425,3 +425,61 @@ fn snapshot_lists_the_largest_channels_first() {
     );
     assert_eq!(snapshot.clients_by_type["human"], 6);
 }
+
+#[test]
+fn the_sequenced_hook_sees_messages_in_seq_order_with_their_frames() {
+    let router = router();
+    let member = client();
+    router.join(&member, &key("r:c")).expect("join");
+    let mut seen = Vec::new();
+    for i in 0..5 {
+        let (delivery, (seq, frame)) = router
+            .publish_with(
+                Publisher::Member(&member),
+                &key("r:c"),
+                message(&i.to_string()),
+                true,
+                |s| (s.seq, s.frame.clone()),
+            )
+            .expect("publish");
+        assert_eq!(delivery.seq, Some(seq));
+        seen.push(seq);
+        let delivered = received(&member);
+        assert_eq!(delivered.len(), 1);
+        assert_eq!(
+            delivered[0],
+            serde_json::from_slice::<Value>(&frame).expect("json")
+        );
+    }
+    assert_eq!(seen, [1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn restored_channels_continue_their_seq_and_keep_their_epoch() {
+    let router = router();
+    router.restore_channel(key("old:news"), "e-restored".into(), 41);
+    let member = client();
+    let joined = router.join(&member, &key("old:news")).expect("join");
+    assert_eq!(
+        (joined.seq, &*joined.epoch, joined.created),
+        (41, "e-restored", false)
+    );
+    let delivery = router
+        .publish(
+            Publisher::Member(&member),
+            &key("old:news"),
+            message("x"),
+            false,
+        )
+        .expect("publish");
+    assert_eq!(delivery.seq, Some(42));
+    // Restoring again does not reset a live channel.
+    router.restore_channel(key("old:news"), "other".into(), 0);
+    assert_eq!(
+        router
+            .channel(&key("old:news"))
+            .expect("channel")
+            .last_seq(),
+        42
+    );
+}

@@ -14,6 +14,11 @@ const MAX_LISTED_PARTICIPANTS: usize = 1000;
 
 pub(super) fn join(ctx: Ctx<'_>, args: Args<'_>) -> Result<Value, CommandError> {
     let key = args.channel_key()?;
+    if !ctx.client.may_access(&key) {
+        return Err(CommandError::forbidden(format!(
+            "your token does not allow channel {key}"
+        )));
+    }
     let joined = ctx.bus.router().join(ctx.client, &key)?;
     Ok(json!({
         "room": key.room(),
@@ -38,6 +43,7 @@ pub(super) fn create(ctx: Ctx<'_>, args: Args<'_>) -> Result<Value, CommandError
         auto_created: false,
         description: args.opt_str("description")?.map(str::to_owned),
         metadata: args.opt_object("metadata")?.cloned().unwrap_or_default(),
+        restored: None,
     };
     let channel = ctx.bus.router().create_channel(key, spec)?;
     Ok(channel.record())
