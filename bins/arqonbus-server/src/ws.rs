@@ -277,7 +277,8 @@ async fn read_loop(
                 return;
             }
             () = writer_done.cancelled() => return,
-            frame = tokio::time::timeout_at(deadline, stream.next()) => frame,
+            () = session.resolve_pending(), if session.has_pending() => continue,
+            frame = tokio::time::timeout_at(deadline, stream.next()), if session.can_read() => frame,
         };
         let message = match frame {
             Err(_elapsed) => {

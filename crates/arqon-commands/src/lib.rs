@@ -26,7 +26,7 @@ mod session;
 
 pub use args::Args;
 pub use bus::{Bus, PRODUCT_NAME, ServerInfo};
-pub use commands::{COMMANDS, Ctx, dispatch};
+pub use commands::{COMMANDS, CommandFuture, Ctx, Dispatched, Handler, dispatch};
 pub use error::CommandError;
 pub use limits::{TokenBucket, ViolationWindow};
-pub use session::{Flow, Session, VIOLATIONS_CLOSE};
+pub use session::{Flow, MAX_PENDING_REPLIES, Session, VIOLATIONS_CLOSE};

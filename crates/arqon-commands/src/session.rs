@@ -2,6 +2,9 @@
 //! the server feeds it text frames, it answers through the client's
 //! outbound queue.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -15,7 +18,7 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use crate::bus::Bus;
-use crate::commands::{Ctx, dispatch};
+use crate::commands::{Ctx, Dispatched, dispatch};
 use crate::error::CommandError;
 use crate::limits::{TokenBucket, ViolationWindow};
 
@@ -25,6 +28,21 @@ pub const VIOLATIONS_CLOSE: CloseReason = CloseReason {
     reason: "too many protocol violations",
     discard_pending: false,
 };
+
+/// How many replies may wait on I/O at once before the connection stops
+/// reading new frames (backpressure on a client that outpaces storage).
+pub const MAX_PENDING_REPLIES: usize = 1024;
+
+/// A reply that is not ready yet.
+type ReplyFuture = Pin<Box<dyn Future<Output = Envelope> + Send + 'static>>;
+
+/// Replies in the order they are owed: a reply that must wait (a `history`
+/// read, an ack waiting for Redis) holds back the ones after it, so that a
+/// connection's replies always arrive in the order of its frames.
+enum PendingReply {
+    Ready(Bytes),
+    Waiting(ReplyFuture),
+}
 
 /// Whether the connection should keep reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,12 +64,21 @@ struct ErrorReply<'a> {
 
 /// The per-connection protocol state: rate limit, violation window, and
 /// the handling of every frame.
-#[derive(Debug)]
 pub struct Session {
     bus: Arc<Bus>,
     client: Arc<Client>,
     bucket: TokenBucket,
     violations: ViolationWindow,
+    pending: VecDeque<PendingReply>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("client", self.client.id())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Session {
@@ -68,6 +95,37 @@ impl Session {
             client,
             bucket,
             violations,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Whether some replies are waiting on I/O.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Whether the connection may read another frame, or should first let
+    /// pending replies resolve.
+    pub fn can_read(&self) -> bool {
+        self.pending.len() < MAX_PENDING_REPLIES
+    }
+
+    /// Waits for the oldest pending reply, sends it and every ready reply
+    /// behind it.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the pending future stays in place if this is dropped,
+    /// and nothing is sent until it resolves.
+    pub async fn resolve_pending(&mut self) {
+        if let Some(PendingReply::Waiting(future)) = self.pending.front_mut() {
+            let envelope = future.as_mut().await;
+            self.pending.pop_front();
+            self.deliver(Bytes::from(envelope.to_json()));
+        }
+        while let Some(PendingReply::Ready(_)) = self.pending.front() {
+            if let Some(PendingReply::Ready(frame)) = self.pending.pop_front() {
+                self.deliver(frame);
+            }
         }
     }
 
@@ -76,7 +134,7 @@ impl Session {
     }
 
     /// Queues the welcome frame (SPEC §2): always the first frame sent.
-    pub fn welcome(&self) {
+    pub fn welcome(&mut self) {
         let limits = self.bus.limits();
         let envelope = Envelope::server_message(json!({
             "welcome": "Connected to ArqonBus",
@@ -199,7 +257,7 @@ impl Session {
             client: &self.client,
         };
         match dispatch(ctx, request) {
-            Ok(payload) => {
+            Dispatched::Done(Ok(payload)) => {
                 self.send(Envelope::response(
                     &request.id,
                     Some(&request.name),
@@ -207,7 +265,19 @@ impl Session {
                 ));
                 Flow::Continue
             }
-            Err(err) => self.command_error(Some(&request.id), Some(&request.name), err),
+            Dispatched::Done(Err(err)) => {
+                self.command_error(Some(&request.id), Some(&request.name), err)
+            }
+            Dispatched::Later(future) => {
+                let (id, name) = (request.id.clone(), request.name.clone());
+                self.send_later(async move {
+                    match future.await {
+                        Ok(payload) => Envelope::response(&id, Some(&name), payload),
+                        Err(err) => command_error_envelope(&id, &name, err),
+                    }
+                });
+                Flow::Continue
+            }
         }
     }
 
@@ -274,9 +344,34 @@ impl Session {
         Flow::Continue
     }
 
-    fn send(&self, envelope: Envelope) {
-        self.bus
-            .router()
-            .deliver(&self.client, Bytes::from(envelope.to_json()));
+    /// Sends a reply now, or after the replies still pending before it.
+    fn send(&mut self, envelope: Envelope) {
+        let frame = Bytes::from(envelope.to_json());
+        if self.pending.is_empty() {
+            self.deliver(frame);
+        } else {
+            self.pending.push_back(PendingReply::Ready(frame));
+        }
     }
+
+    /// Queues a reply that resolves later, keeping the order of replies.
+    fn send_later(&mut self, reply: impl Future<Output = Envelope> + Send + 'static) {
+        self.pending
+            .push_back(PendingReply::Waiting(Box::pin(reply)));
+    }
+
+    fn deliver(&self, frame: Bytes) {
+        self.bus.router().deliver(&self.client, frame);
+    }
+}
+
+fn command_error_envelope(id: &MessageId, name: &str, err: CommandError) -> Envelope {
+    Envelope::error(
+        Some(id),
+        Some(name),
+        err.code,
+        err.message,
+        &err.details,
+        None,
+    )
 }

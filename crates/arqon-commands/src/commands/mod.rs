@@ -6,6 +6,8 @@ mod identify;
 mod ping;
 mod status;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use arqon_protocol::{CommandRequest, ErrorCode};
@@ -19,7 +21,7 @@ use crate::error::CommandError;
 /// What a command handler may use: the bus and the calling client.
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx<'a> {
-    pub bus: &'a Bus,
+    pub bus: &'a Arc<Bus>,
     pub client: &'a Arc<Client>,
 }
 
@@ -35,32 +37,67 @@ impl Ctx<'_> {
     }
 }
 
-type Handler = fn(Ctx<'_>, Args<'_>) -> Result<Value, CommandError>;
+/// The rest of a command that has to wait (on storage): it owns what it
+/// needs and resolves to the reply payload.
+pub type CommandFuture =
+    Pin<Box<dyn Future<Output = Result<Value, CommandError>> + Send + 'static>>;
+
+/// A command handler. Arguments are always checked synchronously, so an
+/// `INVALID_ARGUMENT` never waits on I/O.
+#[derive(Debug, Clone, Copy)]
+pub enum Handler {
+    /// Answers at once.
+    Now(fn(Ctx<'_>, Args<'_>) -> Result<Value, CommandError>),
+    /// Checks its arguments, then answers when its future resolves.
+    Later(fn(Ctx<'_>, Args<'_>) -> Result<CommandFuture, CommandError>),
+}
+
+/// What [`dispatch`] produced.
+pub enum Dispatched {
+    Done(Result<Value, CommandError>),
+    Later(CommandFuture),
+}
+
+impl std::fmt::Debug for Dispatched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dispatched::Done(result) => f.debug_tuple("Done").field(result).finish(),
+            Dispatched::Later(_) => f.write_str("Later(..)"),
+        }
+    }
+}
 
 /// Every command this server knows, by wire name.
 pub const COMMANDS: &[(&str, Handler)] = &[
-    ("ping", ping::ping),
-    ("status", status::status),
-    ("identify", identify::identify),
-    ("join_channel", channels::join),
-    ("leave_channel", channels::leave),
-    ("create_channel", channels::create),
-    ("delete_channel", channels::delete),
-    ("list_channels", channels::list),
-    ("channel_info", channels::info),
+    ("ping", Handler::Now(ping::ping)),
+    ("status", Handler::Now(status::status)),
+    ("identify", Handler::Now(identify::identify)),
+    ("join_channel", Handler::Now(channels::join)),
+    ("leave_channel", Handler::Now(channels::leave)),
+    ("create_channel", Handler::Now(channels::create)),
+    ("delete_channel", Handler::Now(channels::delete)),
+    ("list_channels", Handler::Now(channels::list)),
+    ("channel_info", Handler::Now(channels::info)),
 ];
 
-/// Runs one command; the `Ok` value is the success payload.
-pub fn dispatch(ctx: Ctx<'_>, request: &CommandRequest) -> Result<Value, CommandError> {
-    let handler = COMMANDS
+/// Runs one command.
+pub fn dispatch(ctx: Ctx<'_>, request: &CommandRequest) -> Dispatched {
+    let Some(handler) = COMMANDS
         .iter()
         .find(|(name, _)| *name == request.name)
         .map(|(_, handler)| *handler)
-        .ok_or_else(|| {
-            CommandError::new(
-                ErrorCode::UnknownCommand,
-                format!("unknown command {:?}", request.name),
-            )
-        })?;
-    handler(ctx, Args(&request.args))
+    else {
+        return Dispatched::Done(Err(CommandError::new(
+            ErrorCode::UnknownCommand,
+            format!("unknown command {:?}", request.name),
+        )));
+    };
+    let args = Args(&request.args);
+    match handler {
+        Handler::Now(run) => Dispatched::Done(run(ctx, args)),
+        Handler::Later(start) => match start(ctx, args) {
+            Ok(future) => Dispatched::Later(future),
+            Err(err) => Dispatched::Done(Err(err)),
+        },
+    }
 }
