@@ -52,6 +52,13 @@ const REPLACED_CLOSE: CloseReason = CloseReason {
     reason: "replaced by a newer connection",
     discard_pending: false,
 };
+/// Per-connection read buffer. tungstenite allocates it up front (128 KiB
+/// by default), which dominates the memory of an idle connection; larger
+/// frames still arrive, the buffer grows for them.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Frames are buffered up to this size before a socket write; the writer
+/// flushes after each batch anyway.
+const WRITE_BUFFER_BYTES: usize = 32 * 1024;
 /// How long a close frame may take to write before the socket is dropped.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -212,6 +219,8 @@ pub async fn upgrade(
     .with_allowed_channels(identity.channels);
     let client = Arc::new(client);
     Ok(upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|err| debug!(error = %err, "websocket upgrade failed"))

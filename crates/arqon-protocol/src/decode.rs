@@ -329,18 +329,23 @@ pub fn decode(text: &str) -> Result<Inbound, Rejection> {
     let error_code = check.string("error_code", wire.error_code);
     let to_client = check.string("to_client", wire.to_client);
     let ack = check.bool("ack", wire.ack).unwrap_or(false);
-    let metadata_map = metadata.as_deref().map(object_map).unwrap_or_default();
+    // Metadata is only looked into when it may hold a key that matters.
+    let metadata_map = metadata
+        .as_deref()
+        .filter(|raw| raw.get().contains("echo") || raw.get().contains("to_client"))
+        .map(object_map)
+        .unwrap_or_default();
     let echo = metadata_map.get("echo") == Some(&Value::Bool(true));
 
-    let command_name = command.clone().or_else(|| {
-        payload
-            .as_deref()
-            .and_then(|raw| object_map(raw).get("command")?.as_str().map(str::to_owned))
-    });
-    let rejected_command = match input_type {
-        Some(InputType::Command) => command_name.clone(),
+    let command_name = match input_type {
+        Some(InputType::Command) => command.clone().or_else(|| {
+            payload
+                .as_deref()
+                .and_then(|raw| object_map(raw).get("command")?.as_str().map(str::to_owned))
+        }),
         _ => None,
     };
+    let rejected_command = command_name.clone();
 
     if let (Some(id), Some(input_type), Some(sent_at), true) =
         (id.clone(), input_type, sent_at, check.details.is_empty())
@@ -460,8 +465,7 @@ impl Fields {
             check.fail("payload.eventType", "a non-empty string is required");
             return None;
         };
-        let mut envelope = Envelope::new(EnvelopeType::Telemetry);
-        envelope.id = self.id.as_str().to_owned();
+        let mut envelope = Envelope::relayed(EnvelopeType::Telemetry, self.id.as_str());
         envelope.payload = self.payload;
         envelope.metadata = self.metadata;
         Some(ClientTelemetry {
@@ -541,8 +545,7 @@ impl Fields {
         }
         let target = target?;
 
-        let mut envelope = Envelope::new(kind);
-        envelope.id = self.id.as_str().to_owned();
+        let mut envelope = Envelope::relayed(kind, self.id.as_str());
         match &target {
             Target::Channel(key) => {
                 envelope.room = Some(key.room().to_owned());

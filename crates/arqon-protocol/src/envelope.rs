@@ -113,11 +113,19 @@ fn serialize_request_id<S: Serializer>(
 impl<P> Envelope<P> {
     /// An empty envelope of `kind` with a fresh id and the current time.
     pub fn new(kind: EnvelopeType) -> Self {
+        let mut envelope = Self::relayed(kind, MessageId::generate().as_str());
+        envelope.timestamp = now_rfc3339();
+        envelope
+    }
+
+    /// An envelope carrying a client's `id`, with no timestamp yet: the
+    /// router stamps the time when it routes it.
+    pub(crate) fn relayed(kind: EnvelopeType, id: &str) -> Self {
         Self {
             version: PROTOCOL_VERSION.to_owned(),
-            id: MessageId::generate().as_str().to_owned(),
+            id: id.to_owned(),
             kind,
-            timestamp: now_rfc3339(),
+            timestamp: String::new(),
             room: None,
             channel: None,
             sender: None,

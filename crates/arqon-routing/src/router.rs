@@ -558,28 +558,33 @@ impl Router {
             clients.len()
         };
         let channels = read(&self.channels);
-        let mut sizes: Vec<(ChannelKey, usize)> = channels
-            .by_key
-            .values()
-            .map(|channel| (channel.key().clone(), channel.member_count()))
-            .collect();
         let (rooms, channel_count) = (channels.rooms.len(), channels.by_key.len());
-        drop(channels);
-        let by_size = |a: &(ChannelKey, usize), b: &(ChannelKey, usize)| {
-            b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0))
+        // Borrow keys under the read lock; clone only the `top` kept.
+        let mut sizes: Vec<(usize, &ChannelKey)> = channels
+            .by_key
+            .iter()
+            .map(|(key, channel)| (channel.member_count(), key))
+            .collect();
+        let by_size = |a: &(usize, &ChannelKey), b: &(usize, &ChannelKey)| {
+            b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1))
         };
         if sizes.len() > top && top > 0 {
             sizes.select_nth_unstable_by(top - 1, by_size);
         }
         sizes.truncate(top);
         sizes.sort_by(by_size);
+        let largest_channels = sizes
+            .into_iter()
+            .map(|(count, key)| (key.clone(), count))
+            .collect();
+        drop(channels);
         Snapshot {
             clients,
             clients_by_type,
             rooms,
             channels: channel_count,
             subscriptions: self.subscriptions.load(Ordering::Relaxed),
-            largest_channels: sizes,
+            largest_channels,
         }
     }
 }
