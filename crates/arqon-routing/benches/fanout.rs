@@ -47,7 +47,9 @@ fn fanout(c: &mut Criterion) {
                         Publisher::Member(&clients[0]),
                         &key,
                         black_box(envelope.clone()),
-                        false,
+                        // Echo, so every member (the publisher too) has a
+                        // frame to drain below.
+                        true,
                     )
                     .expect("publish");
                 for client in &clients {
