@@ -17,8 +17,11 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub use tokio_tungstenite::tungstenite::Error as WsError;
 
 /// How long any single expected frame may take.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,15 +79,30 @@ impl TestServer {
 
     /// Connects with a query string (`"client_type=service&screen_name=x"`).
     pub async fn connect_query(&self, query: &str) -> TestClient {
-        let url = if query.is_empty() {
-            self.url()
+        let target = if query.is_empty() {
+            "/".to_owned()
         } else {
-            format!("{}?{query}", self.url())
+            format!("/?{query}")
         };
-        let (ws, _) = tokio::time::timeout(RECV_TIMEOUT, tokio_tungstenite::connect_async(url))
+        self.try_connect(&target).await.expect("connect")
+    }
+
+    /// Connects to `target` (a path with an optional query, `"/ws?x=y"`) and
+    /// reads the welcome frame; a refused handshake is returned, not a panic.
+    pub async fn try_connect(&self, target: &str) -> Result<TestClient, WsError> {
+        let url = format!("ws://{}{target}", self.addr);
+        self.try_connect_request(url.into_client_request()?).await
+    }
+
+    /// Like [`try_connect`](Self::try_connect), with a prepared request (to
+    /// add headers such as `Authorization`).
+    pub async fn try_connect_request(
+        &self,
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> Result<TestClient, WsError> {
+        let (ws, _) = tokio::time::timeout(RECV_TIMEOUT, tokio_tungstenite::connect_async(request))
             .await
-            .expect("connect in time")
-            .expect("connect");
+            .expect("handshake ends in time")?;
         let mut client = TestClient {
             ws,
             client_id: String::new(),
@@ -96,7 +114,7 @@ impl TestServer {
             .expect("welcome has client_id")
             .to_owned();
         client.welcome = welcome;
-        client
+        Ok(client)
     }
 
     /// Starts shutdown (as SIGTERM would) without waiting for it.
@@ -244,6 +262,37 @@ impl TestClient {
         }
     }
 
+    pub async fn send_binary(&mut self, bytes: impl Into<Vec<u8>>) {
+        self.ws
+            .send(Message::Binary(bytes.into().into()))
+            .await
+            .expect("send");
+    }
+
+    /// Sends `command` without waiting for the reply; returns the frame sent.
+    pub async fn send_command(&mut self, name: &str, args: Value) -> Value {
+        let frame = envelope("command", json!({"command": name, "args": args}));
+        self.send_json(&frame).await;
+        frame
+    }
+
+    /// The payload of a successful `status` reply.
+    pub async fn status(&mut self) -> Value {
+        let reply = self.command("status", json!({})).await;
+        assert_eq!(reply["status"], "success", "status failed: {reply}");
+        reply["payload"].clone()
+    }
+
+    /// Reads frames until one answers `request_id`, skipping the others.
+    pub async fn recv_reply_to(&mut self, request_id: &Value) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if frame["request_id"] == *request_id {
+                return frame;
+            }
+        }
+    }
+
     /// Sends `command` and returns its reply (the next frame).
     pub async fn command(&mut self, name: &str, args: Value) -> Value {
         let frame = envelope("command", json!({"command": name, "args": args}));
@@ -331,4 +380,158 @@ pub async fn http_request(addr: SocketAddr, request: &str) -> HttpResponse {
         headers,
         body: body.to_owned(),
     }
+}
+
+/// Sends a WebSocket upgrade request for `target` (path and query) with
+/// every header a real client sends, and reads the response head plus a
+/// `Content-Length` body. Does not need the server to close the socket.
+pub async fn upgrade_request(addr: SocketAddr, target: &str) -> HttpResponse {
+    let request = format!(
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let read_response = async {
+        loop {
+            if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+                let switching = head.starts_with("HTTP/1.1 101");
+                let length = head
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(n, _)| n.trim().eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                // After a 101 the bytes are WebSocket frames, not a body.
+                let body_end = if switching { end + 4 } else { end + 4 + length };
+                if raw.len() >= body_end {
+                    return (head, raw[end + 4..body_end].to_vec());
+                }
+            }
+            let n = stream.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "connection closed mid-response: {raw:?}");
+            raw.extend_from_slice(&chunk[..n]);
+        }
+    };
+    let (head, body) = tokio::time::timeout(RECV_TIMEOUT, read_response)
+        .await
+        .expect("response in time");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8(body).expect("utf8 body"),
+    }
+}
+
+/// The HTTP status of a refused WebSocket handshake, if that is what `err` is.
+pub fn http_status(err: &WsError) -> Option<u16> {
+    match err {
+        WsError::Http(response) => Some(response.status().as_u16()),
+        _ => None,
+    }
+}
+
+/// Polls `check` every 50 ms until it holds; panics naming `what` once
+/// `wait` has passed.
+pub async fn eventually(wait: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {wait:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts `text` is RFC 3339 UTC with milliseconds and `Z`
+/// (`2026-11-26T12:00:00.000Z`), as the server writes every time.
+pub fn assert_server_time(text: &str) {
+    let shape = text
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '9' } else { c })
+        .collect::<String>();
+    assert_eq!(
+        shape, "9999-99-99T99:99:99.999Z",
+        "not a server time: {text:?}"
+    );
+}
+
+/// The HTTP-like `payload.code` of each error code (SPEC §6).
+pub fn http_code_of(code: &str) -> u16 {
+    match code {
+        "VALIDATION_ERROR" | "UNSUPPORTED_VERSION" | "INVALID_ARGUMENT" => 400,
+        "UNAUTHORIZED" => 401,
+        "FORBIDDEN" | "NOT_SUBSCRIBED" => 403,
+        "UNKNOWN_COMMAND" | "CHANNEL_NOT_FOUND" | "ROOM_NOT_FOUND" | "TARGET_NOT_FOUND" => 404,
+        "CHANNEL_EXISTS" | "CHANNEL_NOT_EMPTY" | "CHANNEL_FULL" | "SUBSCRIPTION_LIMIT" => 409,
+        "RATE_LIMITED" | "TOO_MANY_VIOLATIONS" => 429,
+        "INTERNAL_ERROR" => 500,
+        "STORAGE_UNAVAILABLE" => 503,
+        other => panic!("not a SPEC §6 code: {other}"),
+    }
+}
+
+/// Asserts `frame` is a complete SPEC §6 error: `code` with its HTTP-like
+/// number, a details array, `request_id` (`None` = `null`), and `command`
+/// when the error answers a command (absent otherwise).
+pub fn assert_error(frame: &Value, code: &str, request_id: Option<&Value>, command: Option<&str>) {
+    assert_eq!(frame["version"], "1.0", "{frame}");
+    assert!(
+        frame["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("arq_")),
+        "error id: {frame}"
+    );
+    assert_eq!(frame["type"], "error", "{frame}");
+    assert_server_time(frame["timestamp"].as_str().expect("timestamp"));
+    assert_eq!(frame["sender"], "arqonbus", "{frame}");
+    assert_eq!(frame["status"], "error", "{frame}");
+    assert_eq!(frame["error_code"], code, "{frame}");
+    assert!(
+        frame["error"].as_str().is_some_and(|text| !text.is_empty()),
+        "error text: {frame}"
+    );
+    assert_eq!(frame["payload"]["code"], http_code_of(code), "{frame}");
+    assert!(frame["payload"]["details"].is_array(), "details: {frame}");
+    let object = frame.as_object().expect("object");
+    assert!(
+        object.contains_key("request_id"),
+        "request_id present: {frame}"
+    );
+    assert_eq!(
+        frame["request_id"],
+        request_id.cloned().unwrap_or(Value::Null),
+        "request_id: {frame}"
+    );
+    match command {
+        Some(name) => assert_eq!(frame["command"], name, "command: {frame}"),
+        None => assert!(frame["command"].is_null(), "no command: {frame}"),
+    }
+}
+
+/// The fields named in an error's `payload.details`.
+pub fn detail_fields(frame: &Value) -> Vec<String> {
+    frame["payload"]["details"]
+        .as_array()
+        .expect("details array")
+        .iter()
+        .filter_map(|d| d["field"].as_str().or(d.as_str()).map(str::to_owned))
+        .collect()
 }

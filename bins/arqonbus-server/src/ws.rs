@@ -59,6 +59,8 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Frames are buffered up to this size before a socket write; the writer
 /// flushes after each batch anyway.
 const WRITE_BUFFER_BYTES: usize = 32 * 1024;
+/// How long the server waits for a client's reply to its close frame.
+const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(1);
 /// How long a close frame may take to write before the socket is dropped.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -254,7 +256,8 @@ async fn run_connection(
         app.config.server.ping_interval,
         writer_done.clone(),
     ));
-    read_loop(&app, stream, &mut session, &writer_done).await;
+    let mut stream = stream;
+    let end = read_loop(&app, &mut stream, &mut session, &writer_done).await;
 
     // Whatever ended the reader, the writer finishes what is queued and
     // closes; the grace period bounds how long that may take.
@@ -266,15 +269,37 @@ async fn run_connection(
         warn!("writer did not finish within the grace period");
     }
     router.unregister(&client);
-    info!("client disconnected");
+    if end == ReaderEnd::ServerClosing {
+        // Complete the closing handshake: give the client a moment to
+        // answer our close frame before the TCP connection goes.
+        let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, async {
+            while let Some(Ok(message)) = stream.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    info!(?end, "client disconnected");
+}
+
+/// Why the reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReaderEnd {
+    /// The client closed, went away, or the socket failed.
+    PeerGone,
+    /// The server decided to close (shutdown, idle, a limit, a violation,
+    /// a slow consumer, a replacement): the client still owes a close reply.
+    ServerClosing,
 }
 
 async fn read_loop(
     app: &App,
-    mut stream: SplitStream<WebSocket>,
+    stream: &mut SplitStream<WebSocket>,
     session: &mut Session,
     writer_done: &CancellationToken,
-) {
+) -> ReaderEnd {
     let idle_timeout = app.config.server.idle_timeout;
     let client = session.client().clone();
     let mut deadline = Instant::now() + idle_timeout;
@@ -283,9 +308,9 @@ async fn read_loop(
             biased;
             () = app.shutdown.cancelled() => {
                 client.close(SHUTDOWN_CLOSE);
-                return;
+                return ReaderEnd::ServerClosing;
             }
-            () = writer_done.cancelled() => return,
+            () = writer_done.cancelled() => return ReaderEnd::ServerClosing,
             () = session.resolve_pending(), if session.has_pending() => continue,
             frame = tokio::time::timeout_at(deadline, stream.next()), if session.can_read() => frame,
         };
@@ -293,17 +318,17 @@ async fn read_loop(
             Err(_elapsed) => {
                 debug!("idle timeout");
                 client.close(IDLE_CLOSE);
-                return;
+                return ReaderEnd::ServerClosing;
             }
-            Ok(None) => return,
+            Ok(None) => return ReaderEnd::PeerGone,
             Ok(Some(Err(err))) => {
                 if is_too_big(&err) {
                     debug!("frame over the size limit");
                     client.close(TOO_BIG_CLOSE);
-                } else {
-                    debug!(error = %err, "websocket read failed");
+                    return ReaderEnd::ServerClosing;
                 }
-                return;
+                debug!(error = %err, "websocket read failed");
+                return ReaderEnd::PeerGone;
             }
             Ok(Some(Ok(message))) => message,
         };
@@ -315,10 +340,10 @@ async fn read_loop(
                 client.touch();
                 Flow::Continue
             }
-            Message::Close(_) => return,
+            Message::Close(_) => return ReaderEnd::PeerGone,
         };
         if flow == Flow::Close {
-            return;
+            return ReaderEnd::ServerClosing;
         }
     }
 }

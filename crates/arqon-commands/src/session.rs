@@ -152,32 +152,21 @@ impl Session {
 
     /// Handles one text frame.
     pub fn on_text(&mut self, text: &str) -> Flow {
-        self.client.touch();
-        self.bus
-            .router()
-            .stats()
-            .received
-            .fetch_add(1, Ordering::Relaxed);
-        if let Err(retry_after) = self.bucket.take(Instant::now()) {
-            let retry_ms = u64::try_from(retry_after.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1);
-            let mut extra = Map::new();
-            extra.insert("retry_after_ms".into(), json!(retry_ms));
-            let request_id = decode(text).ok().map(|inbound| inbound.id().clone());
-            return self.error(
-                ErrorReply {
-                    request_id: request_id.as_ref(),
-                    command: None,
-                    code: ErrorCode::RateLimited,
-                    message: format!("rate limit exceeded; retry in {retry_ms} ms"),
-                    details: Vec::new(),
-                    extra: Some(extra),
-                },
-                true,
-            );
+        self.count_inbound();
+        let decoded = decode(text);
+        if let Err(flow) = self.take_token(|| match &decoded {
+            Ok(inbound) => {
+                let command = match inbound {
+                    Inbound::Command(command) => Some(command.name.clone()),
+                    _ => None,
+                };
+                (Some(inbound.id().clone()), command)
+            }
+            Err(rejection) => (rejection.request_id.clone(), rejection.command.clone()),
+        }) {
+            return flow;
         }
-        match decode(text) {
+        match decoded {
             Ok(Inbound::Publish(publish)) => self.on_publish(publish),
             Ok(Inbound::Command(command)) => self.on_command(&command),
             Ok(Inbound::Telemetry(event)) => self.on_telemetry(event),
@@ -188,17 +177,53 @@ impl Session {
 
     /// Handles one binary frame: the protocol is JSON text only.
     pub fn on_binary(&mut self) -> Flow {
+        self.count_inbound();
+        if let Err(flow) = self.take_token(|| (None, None)) {
+            return flow;
+        }
+        self.on_rejection(Rejection {
+            request_id: None,
+            command: None,
+            error: ProtocolError::BinaryFrame,
+        })
+    }
+
+    fn count_inbound(&self) {
         self.client.touch();
         self.bus
             .router()
             .stats()
             .received
             .fetch_add(1, Ordering::Relaxed);
-        self.on_rejection(Rejection {
-            request_id: None,
-            command: None,
-            error: ProtocolError::BinaryFrame,
-        })
+    }
+
+    /// Every inbound frame costs one token (SPEC §6). Without one, the frame
+    /// is not processed: it gets `RATE_LIMITED` (a violation), quoting its
+    /// id and command as `identify` reports them.
+    fn take_token(
+        &mut self,
+        identify: impl FnOnce() -> (Option<MessageId>, Option<String>),
+    ) -> Result<(), Flow> {
+        let Err(retry_after) = self.bucket.take(Instant::now()) else {
+            return Ok(());
+        };
+        let retry_ms = u64::try_from(retry_after.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut extra = Map::new();
+        extra.insert("retry_after_ms".into(), json!(retry_ms));
+        let (request_id, command) = identify();
+        Err(self.error(
+            ErrorReply {
+                request_id: request_id.as_ref(),
+                command: command.as_deref(),
+                code: ErrorCode::RateLimited,
+                message: format!("rate limit exceeded; retry in {retry_ms} ms"),
+                details: Vec::new(),
+                extra: Some(extra),
+            },
+            true,
+        ))
     }
 
     fn on_rejection(&mut self, rejection: Rejection) -> Flow {

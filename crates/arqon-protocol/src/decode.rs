@@ -194,11 +194,14 @@ impl Checker {
 
     fn object(&mut self, field: &str, raw: Option<&RawValue>) -> Option<RawJson> {
         let raw = raw?;
-        if raw.get().starts_with('{') {
-            Some(raw.to_owned())
-        } else {
+        if !raw.get().starts_with('{') {
             self.fail(field, "must be an object");
             None
+        } else if nested_deeper_than(raw.get(), MAX_NESTING) {
+            self.fail(field, "is nested too deeply (at most 128 levels)");
+            None
+        } else {
+            Some(raw.to_owned())
         }
     }
 
@@ -223,6 +226,43 @@ impl Checker {
             None
         }
     }
+}
+
+/// How deeply objects and arrays may nest in `payload`, `metadata` and
+/// `args`: the limit of serde_json's own parser, so that anything relayed
+/// can also be read back by the server and by typical clients.
+pub const MAX_NESTING: usize = 128;
+
+/// Whether valid JSON `text` nests objects/arrays deeper than `max`. JSON
+/// of `2 * max` bytes or fewer cannot, so short values are not scanned.
+fn nested_deeper_than(text: &str, max: usize) -> bool {
+    if text.len() <= 2 * max {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Parses a JSON object's text into a map (for the few places that look
@@ -829,6 +869,21 @@ mod tests {
     fn echo_and_ack_flags() {
         let publish = publish(&frame(json!({"ack": true, "metadata": {"echo": true}})));
         assert!(publish.ack && publish.echo);
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected() {
+        let deep = |n: usize| format!("{{\"a\":{}1{}}}", "[".repeat(n), "]".repeat(n));
+        let ok: Value = serde_json::from_str(&deep(120)).expect("json");
+        assert!(decode(&frame(json!({"payload": ok}))).is_ok());
+        let text = frame(json!({"payload": {}})).replace("\"payload\":{}", &format!("\"payload\":{}", deep(200)));
+        assert_eq!(fields(&rejection(&text)), ["payload"]);
+        let text = frame(json!({"type": "command", "command": "ping"}))
+            .replacen('{', &format!("{{\"args\":{},", deep(100_000)), 1);
+        assert_eq!(fields(&rejection(&text)), ["args"]);
+        // Brackets inside strings do not count.
+        let strings = json!({"s": "[".repeat(1000)});
+        assert!(decode(&frame(json!({"payload": strings}))).is_ok());
     }
 
     #[test]
