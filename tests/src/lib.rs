@@ -30,8 +30,25 @@ pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The telemetry listener, for servers started with [`TestServer::full`].
+    pub telemetry_addr: Option<SocketAddr>,
+    /// The separate HTTP listener (`ARQONBUS_HTTP_PORT`), when configured.
+    pub http_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
+}
+
+/// The process-wide Prometheus recorder, installed by the first
+/// [`TestServer::full`] (as `main` does for the real binary).
+fn metrics_handle() -> arqon_telemetry::metrics::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<arqon_telemetry::metrics::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            arqon_telemetry::metrics::install_recorder()
+                .expect("first recorder of this test binary")
+        })
+        .clone()
 }
 
 impl TestServer {
@@ -63,9 +80,63 @@ impl TestServer {
         });
         Self {
             addr,
+            telemetry_addr: None,
+            http_addr: None,
             shutdown: Some(tx),
             handle: Some(handle),
         }
+    }
+
+    /// A server with every listener of the configuration (bus and
+    /// telemetry on free ports) and `/metrics`, as the binary runs it.
+    pub async fn full(adjust: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Self {
+        let config = adjust(Config::builder().port(0).telemetry_port(0))
+            .build()
+            .expect("valid test config");
+        let handle = metrics_handle();
+        let server = arqonbus_server::Server::bind(config)
+            .await
+            .expect("bind")
+            .with_metrics(handle);
+        let addrs = server.local_addrs().expect("addrs");
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("server ran");
+        });
+        Self {
+            addr: addrs.bus,
+            telemetry_addr: addrs.telemetry,
+            http_addr: addrs.http,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// Opens a telemetry socket (`query` as in `events=a,b`) on a server
+    /// started with [`TestServer::full`], and reads its first frame.
+    pub async fn telemetry(&self, query: &str) -> (TestClient, Value) {
+        let addr = self.telemetry_addr.expect("started with TestServer::full");
+        let url = if query.is_empty() {
+            format!("ws://{addr}/")
+        } else {
+            format!("ws://{addr}/?{query}")
+        };
+        let (ws, _) = tokio::time::timeout(RECV_TIMEOUT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        let mut client = TestClient {
+            ws,
+            client_id: String::new(),
+            welcome: Value::Null,
+        };
+        let first = client.recv().await;
+        (client, first)
     }
 
     pub fn url(&self) -> String {

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arqon_commands::Bus;
 use arqon_config::Config;
+use arqon_telemetry::metrics::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -29,10 +30,13 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Every connection task, so that shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Renders `/metrics`; `None` when no recorder was installed (an
+    /// embedder that did not ask for metrics).
+    pub metrics: Option<PrometheusHandle>,
 }
 
 impl App {
-    pub fn new(config: Config) -> Arc<Self> {
+    pub fn new(config: Config, metrics: Option<PrometheusHandle>) -> Arc<Self> {
         let bus = Arc::new(Bus::new(&config, VERSION));
         Arc::new(Self {
             config,
@@ -41,6 +45,7 @@ impl App {
             draining: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            metrics,
         })
     }
 

@@ -11,6 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
+use arqon_telemetry::StatsSnapshot;
+use arqon_telemetry::metrics::{
+    RouterTotals, set_bus_gauges, set_process_gauges, set_router_totals,
+};
+
 use crate::app::{App, BUILD_DATE, GIT_COMMIT, VERSION};
 use crate::ws;
 
@@ -36,6 +41,7 @@ fn http_routes() -> Router<Arc<App>> {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/version", get(version))
+        .route("/metrics", get(metrics))
 }
 
 async fn allow_any_origin(mut response: Response) -> Response {
@@ -78,4 +84,45 @@ async fn version() -> Response {
         "build": {"git_commit": GIT_COMMIT, "build_date": BUILD_DATE},
     }))
     .into_response()
+}
+
+/// `GET /metrics`: Prometheus text format 0.0.4. Gauges and the totals the
+/// router keeps as atomics are brought up to date just before rendering.
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let Some(handle) = &app.metrics else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "metrics are not enabled in this embedding"})),
+        )
+            .into_response();
+    };
+    let router = app.bus.router();
+    let stats = router.stats();
+    let (rooms, channels) = router.room_and_channel_counts();
+    let load =
+        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    set_bus_gauges(&StatsSnapshot {
+        connections: router.client_count(),
+        rooms,
+        channels,
+        messages_in: load(&stats.received),
+        messages_out: load(&stats.delivered),
+    });
+    set_router_totals(RouterTotals {
+        received: load(&stats.received),
+        delivered: load(&stats.delivered),
+        slow_disconnects: load(&stats.slow_disconnects),
+        dropped: load(&stats.dropped),
+    });
+    set_process_gauges(std::time::Duration::from_secs(
+        app.bus.info().uptime_seconds(),
+    ));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response()
 }

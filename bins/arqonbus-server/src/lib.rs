@@ -35,6 +35,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arqon_config::{Config, ConfigError};
+use arqon_telemetry::metrics::{PrometheusHandle, UPKEEP_INTERVAL, run_upkeep};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -75,6 +76,7 @@ pub struct Server {
     bus: TcpListener,
     telemetry: Option<TcpListener>,
     http: Option<TcpListener>,
+    metrics: Option<PrometheusHandle>,
 }
 
 async fn bind(listener: &'static str, host: &str, port: u16) -> Result<TcpListener, ServerError> {
@@ -104,6 +106,7 @@ impl Server {
             bus,
             telemetry: Some(telemetry),
             http,
+            metrics: None,
         })
     }
 
@@ -114,7 +117,18 @@ impl Server {
             bus: listener,
             telemetry: None,
             http: None,
+            metrics: None,
         }
+    }
+
+    /// Serves `/metrics` from `handle` (see
+    /// `arqon_telemetry::metrics::install_recorder`). Without it `/metrics`
+    /// answers 404: the metrics recorder is process-global, so only the
+    /// program that owns the process installs it.
+    #[must_use]
+    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
     }
 
     pub fn local_addrs(&self) -> io::Result<Addrs> {
@@ -138,8 +152,23 @@ impl Server {
     /// call returns once connections are gone or the grace period ends.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let addrs = self.local_addrs()?;
-        let app = app::App::new(self.config);
+        let app = app::App::new(self.config, self.metrics);
         let stop_accepting = CancellationToken::new();
+        let stop_background = CancellationToken::new();
+        let background = [
+            tokio::spawn(telemetry::forward_to_channels(
+                app.clone(),
+                stop_background.clone(),
+            )),
+            tokio::spawn(telemetry::emit_stats(app.clone(), stop_background.clone())),
+        ];
+        if let Some(handle) = app.metrics.clone() {
+            tokio::spawn(run_upkeep(
+                handle,
+                UPKEEP_INTERVAL,
+                stop_background.clone().cancelled_owned(),
+            ));
+        }
         let handshake_timeout = app.config.server.handshake_timeout;
 
         let mut loops = Vec::new();
@@ -163,8 +192,9 @@ impl Server {
         shutdown.await;
         drain(&app).await;
         stop_accepting.cancel();
-        for accept_loop in loops {
-            let _ = accept_loop.await;
+        stop_background.cancel();
+        for task in loops.into_iter().chain(background) {
+            let _ = task.await;
         }
         info!("ArqonBus stopped");
         Ok(())

@@ -153,7 +153,19 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config, print_addrs: bool) -> Result<(), ServerError> {
-    let server = Server::bind(config).await?;
+    // Installed before anything takes metric handles (SPEC §12: every
+    // family is exported from startup).
+    let metrics = match arqon_telemetry::metrics::install_recorder() {
+        Ok(handle) => Some(handle),
+        Err(err) => {
+            tracing::warn!(error = %err, "metrics recorder not installed; /metrics is disabled");
+            None
+        }
+    };
+    let mut server = Server::bind(config).await?;
+    if let Some(handle) = metrics {
+        server = server.with_metrics(handle);
+    }
     if print_addrs {
         let addrs = serde_json::to_string(&server.local_addrs()?).map_err(std::io::Error::other)?;
         let mut stdout = std::io::stdout().lock();

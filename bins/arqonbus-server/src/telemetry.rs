@@ -1,62 +1,184 @@
-//! The telemetry listener (SPEC §1, §8). Today it greets each socket with
-//! `telemetry_connected` and keeps it open until either side closes; the
-//! event stream itself belongs to the observability work (`arqon-telemetry`).
+//! The telemetry listener (SPEC §1, §8) and the tasks that feed telemetry:
+//! the forwarder that republishes events on the telemetry and dashboard
+//! system channels of the bus, and the periodic `stats` event.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use arqon_protocol::{Envelope, EnvelopeType, close};
+use arqon_protocol::{ClientId, Envelope, RawJson, SERVER_SENDER, close};
+use arqon_routing::{CloseReason, Outbound, Publisher, PushError};
+use arqon_telemetry::metrics::ConnectionGauge;
+use arqon_telemetry::{Event, EventFilter, StatsSnapshot, run_stats};
 use axum::Router;
-use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::StreamExt;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
 
 use crate::app::{App, VERSION};
+use crate::ws::write_loop;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new().route("/", get(upgrade)).with_state(app)
 }
 
-async fn upgrade(State(app): State<Arc<App>>, upgrade: WebSocketUpgrade) -> Response {
+#[derive(Debug, serde::Deserialize)]
+struct TelemetryQuery {
+    #[serde(default)]
+    events: Option<String>,
+}
+
+async fn upgrade(
+    State(app): State<Arc<App>>,
+    Query(query): Query<TelemetryQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if app.is_draining() {
+        let body = json!({"error": "server shutting down", "field": null, "message": "try another node or later"});
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
+    let filter = match query.events.as_deref() {
+        None => EventFilter::all(),
+        Some(list) => match EventFilter::parse(list) {
+            Ok(filter) => filter,
+            Err(err) => {
+                let body = json!({"error": "invalid query parameter", "field": "events", "message": err.to_string()});
+                return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+            }
+        },
+    };
     upgrade.on_upgrade(move |socket| {
         let tasks = app.tasks.clone();
-        tasks.track_future(stream(app, socket))
+        tasks.track_future(stream(app, socket, filter))
     })
 }
 
-async fn stream(app: Arc<App>, mut socket: WebSocket) {
-    let snapshot = app.bus.router().snapshot(0);
-    let mut greeting: Envelope = Envelope::from_server(EnvelopeType::Telemetry);
-    if let Some(key) = app.bus.telemetry_channel() {
-        greeting.room = Some(key.room().to_owned());
-        greeting.channel = Some(key.channel().to_owned());
-    }
-    greeting.payload = Some(json!({
-        "eventType": "telemetry_connected",
-        "server_version": VERSION,
-        "connections": snapshot.clients,
-        "rooms": snapshot.rooms,
-        "channels": snapshot.channels,
-    }));
-    let Ok(text) = Utf8Bytes::try_from(bytes::Bytes::from(greeting.to_json())) else {
+/// The close sent to telemetry sockets on shutdown.
+const SHUTDOWN_CLOSE: CloseReason = CloseReason {
+    code: close::GOING_AWAY,
+    reason: "server shutting down",
+    discard_pending: false,
+};
+
+/// Sends `telemetry_connected`, then every event the filter selects, until
+/// either side closes. Events go through the same bounded, byte-limited
+/// queue and writer task as bus connections: when a slow reader's queue is
+/// full, the event is dropped for that socket and counted at once in
+/// `arqonbus_telemetry_dropped_total`; nothing upstream ever waits for it.
+async fn stream(app: Arc<App>, socket: WebSocket, filter: EventFilter) {
+    let _gauge = ConnectionGauge::telemetry();
+    let telemetry = app.bus.telemetry();
+    // Subscribe before the greeting so that no event falls in between.
+    let mut events = telemetry.subscribe_with(filter);
+    let router = app.bus.router();
+    let (rooms, channels) = router.room_and_channel_counts();
+    let greeting = telemetry.encode(&Event::TelemetryConnected {
+        server_version: VERSION.into(),
+        connections: router.client_count(),
+        rooms,
+        channels,
+    });
+    let outbound = Outbound::new(app.config.routing.client_queue_bytes);
+    if outbound.push(greeting.frame).is_err() {
         return;
-    };
-    if socket.send(Message::Text(text)).await.is_err() {
-        return;
     }
+    let (sink, mut incoming) = socket.split();
+    let writer_done = CancellationToken::new();
+    let writer = tokio::spawn(write_loop(
+        sink,
+        outbound.clone(),
+        app.config.server.ping_interval,
+        writer_done.clone(),
+    ));
     loop {
         tokio::select! {
             () = app.shutdown.cancelled() => {
-                let frame = CloseFrame { code: close::GOING_AWAY, reason: Utf8Bytes::from_static("server shutting down") };
-                let _ = socket.send(Message::Close(Some(frame))).await;
-                return;
+                outbound.close(SHUTDOWN_CLOSE);
+                break;
             }
-            message = socket.next() => match message {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+            () = writer_done.cancelled() => break,
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                if let Err(PushError::Full) = outbound.push(event.frame.clone()) {
+                    events.count_dropped(1);
+                }
+            }
+            message = incoming.next() => match message {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
         }
     }
+    outbound.close(CloseReason {
+        code: close::NORMAL,
+        reason: "",
+        discard_pending: false,
+    });
+    let _ = tokio::time::timeout(app.config.server.shutdown_grace, writer).await;
+}
+
+/// Republishes every telemetry event on its bus channel (the telemetry
+/// channel, or the dashboard channel for `agent_activity`) while that
+/// channel has members (SPEC §8). Client events keep their sender.
+pub async fn forward_to_channels(app: Arc<App>, stop: CancellationToken) {
+    let telemetry = app.bus.telemetry().clone();
+    let mut events = telemetry.subscribe();
+    loop {
+        let published = tokio::select! {
+            () = stop.cancelled() => return,
+            published = events.recv() => published,
+        };
+        let Some(published) = published else { return };
+        let Some(key) = telemetry.channel_key(published.channel) else {
+            continue;
+        };
+        let router = app.bus.router();
+        if router
+            .channel(key)
+            .is_none_or(|channel| channel.member_count() == 0)
+        {
+            continue;
+        }
+        let Ok(envelope) = serde_json::from_slice::<Envelope<RawJson>>(&published.frame) else {
+            continue;
+        };
+        let sender = envelope
+            .sender
+            .as_deref()
+            .filter(|sender| *sender != SERVER_SENDER)
+            .and_then(|sender| ClientId::new(sender).ok());
+        let publisher = match &sender {
+            Some(id) => Publisher::Relay(id),
+            None => Publisher::Server,
+        };
+        if let Err(err) = router.publish(publisher, key, envelope, false) {
+            debug!(error = %err, channel = %key, "telemetry event not republished");
+        }
+    }
+}
+
+/// Emits the `stats` event every `ARQONBUS_TELEMETRY_STATS_INTERVAL_MS`.
+pub async fn emit_stats(app: Arc<App>, stop: CancellationToken) {
+    let telemetry = app.bus.telemetry().clone();
+    let interval = app.config.telemetry.stats_interval;
+    let sample = {
+        let app = app.clone();
+        move || {
+            let router = app.bus.router();
+            let (rooms, channels) = router.room_and_channel_counts();
+            StatsSnapshot {
+                connections: router.client_count(),
+                rooms,
+                channels,
+                messages_in: router.stats().received.load(Ordering::Relaxed),
+                messages_out: router.stats().delivered.load(Ordering::Relaxed),
+            }
+        }
+    };
+    run_stats(telemetry, interval, sample, stop.cancelled_owned()).await;
 }

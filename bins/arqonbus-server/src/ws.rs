@@ -10,6 +10,8 @@ use arqon_protocol::{
     ClientId, ClientType, MAX_AVATAR_LEN, MAX_PERSONALITY_LEN, MAX_SCREEN_NAME_LEN, close,
 };
 use arqon_routing::{Batch, Client, CloseReason, Outbound, Profile};
+use arqon_telemetry::metrics::ConnectionGauge;
+use arqon_telemetry::{AgentAction, Event};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -240,11 +242,19 @@ async fn run_connection(
     client: Arc<Client>,
     _slot: ConnectionSlot,
 ) {
+    let _gauge = ConnectionGauge::websocket();
     let router = app.bus.router();
+    let telemetry = app.bus.telemetry();
     if let Some(replaced) = router.register(client.clone()) {
         replaced.close(REPLACED_CLOSE);
     }
     info!(client_type = %client.client_type(), "client connected");
+    telemetry.emit_with(|| Event::ClientConnected {
+        client_id: client.id().clone(),
+        client_type: client.client_type(),
+        screen_name: client.profile().screen_name,
+    });
+    app.bus.agent_activity(&client, AgentAction::Connect, None);
     let mut session = Session::new(app.bus.clone(), client.clone());
     session.welcome();
 
@@ -258,6 +268,13 @@ async fn run_connection(
     ));
     let mut stream = stream;
     let end = read_loop(&app, &mut stream, &mut session, &writer_done).await;
+    let reason = match end {
+        ReaderEnd::PeerGone(reason) => reason,
+        ReaderEnd::ServerClosing => client
+            .outbound()
+            .close_reason()
+            .map_or("closed by the server", |close| close.reason),
+    };
 
     // Whatever ended the reader, the writer finishes what is queued and
     // closes; the grace period bounds how long that may take.
@@ -281,14 +298,22 @@ async fn run_connection(
         })
         .await;
     }
-    info!(?end, "client disconnected");
+    info!(reason, "client disconnected");
+    let duration = arqon_protocol::now() - client.connected_at();
+    telemetry.emit(Event::ClientDisconnected {
+        client_id: client.id().clone(),
+        reason: reason.into(),
+        duration_ms: u64::try_from(duration.num_milliseconds()).unwrap_or(0),
+    });
+    app.bus
+        .agent_activity(&client, AgentAction::Disconnect, None);
 }
 
 /// Why the reader stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReaderEnd {
-    /// The client closed, went away, or the socket failed.
-    PeerGone,
+    /// The client closed, went away, or the socket failed (with why).
+    PeerGone(&'static str),
     /// The server decided to close (shutdown, idle, a limit, a violation,
     /// a slow consumer, a replacement): the client still owes a close reply.
     ServerClosing,
@@ -320,7 +345,7 @@ async fn read_loop(
                 client.close(IDLE_CLOSE);
                 return ReaderEnd::ServerClosing;
             }
-            Ok(None) => return ReaderEnd::PeerGone,
+            Ok(None) => return ReaderEnd::PeerGone("connection lost"),
             Ok(Some(Err(err))) => {
                 if is_too_big(&err) {
                     debug!("frame over the size limit");
@@ -328,7 +353,7 @@ async fn read_loop(
                     return ReaderEnd::ServerClosing;
                 }
                 debug!(error = %err, "websocket read failed");
-                return ReaderEnd::PeerGone;
+                return ReaderEnd::PeerGone("connection lost");
             }
             Ok(Some(Ok(message))) => message,
         };
@@ -340,7 +365,7 @@ async fn read_loop(
                 client.touch();
                 Flow::Continue
             }
-            Message::Close(_) => return ReaderEnd::PeerGone,
+            Message::Close(_) => return ReaderEnd::PeerGone("client closed"),
         };
         if flow == Flow::Close {
             return ReaderEnd::ServerClosing;
@@ -363,7 +388,7 @@ fn is_too_big(err: &axum::Error) -> bool {
 
 /// Owns the socket's write half: drains the queue in batches, pings on
 /// schedule, and sends the close frame.
-async fn write_loop(
+pub(crate) async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     outbound: Outbound,
     ping_interval: Duration,

@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use arqon_config::{Config, LimitsConfig};
 use arqon_protocol::{ChannelKey, Timestamp};
-use arqon_routing::Router;
+use arqon_routing::{Client, Router};
+use arqon_telemetry::{AgentAction, Event, Telemetry};
 
 /// Product name reported by `status` and `/version`.
 pub const PRODUCT_NAME: &str = "ArqonBus";
@@ -33,13 +34,14 @@ pub struct Bus {
     info: ServerInfo,
     limits: LimitsConfig,
     max_message_size: usize,
-    telemetry_channel: Option<ChannelKey>,
     storage_backend: &'static str,
+    telemetry: Telemetry,
 }
 
 impl Bus {
     /// A bus for `config`, with its system channels created. `version` is
-    /// the server's version string.
+    /// the server's version string. Create it after any metrics recorder
+    /// is installed: the telemetry hub takes its metric handles then.
     pub fn new(config: &Config, version: impl Into<String>) -> Self {
         let mut system: Vec<ChannelKey> = config
             .routing
@@ -47,7 +49,6 @@ impl Bus {
             .iter()
             .filter_map(|text| ChannelKey::parse(text).ok())
             .collect();
-        let telemetry_channel = ChannelKey::parse(&config.telemetry.channel).ok();
         // The telemetry and dashboard channels are always system channels.
         for extra in [
             &config.telemetry.channel,
@@ -69,9 +70,36 @@ impl Bus {
             },
             limits: config.limits.clone(),
             max_message_size: config.server.max_message_size,
-            telemetry_channel,
             storage_backend: config.storage.backend.as_str(),
+            telemetry: Telemetry::new(&config.telemetry),
         }
+    }
+
+    /// The telemetry hub events are emitted to.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// Emits `agent_activity` when `client` is an AI agent (SPEC §8).
+    pub fn agent_activity(
+        &self,
+        client: &Client,
+        action: AgentAction,
+        channel: Option<&ChannelKey>,
+    ) {
+        if client.client_type() != arqon_protocol::ClientType::AiAgent {
+            return;
+        }
+        self.telemetry.emit_with(|| {
+            let profile = client.profile();
+            Event::AgentActivity {
+                client_id: client.id().clone(),
+                screen_name: profile.screen_name,
+                personality: profile.personality,
+                action,
+                channel: channel.cloned(),
+            }
+        });
     }
 
     pub fn router(&self) -> &Router {
@@ -88,11 +116,6 @@ impl Bus {
 
     pub fn max_message_size(&self) -> usize {
         self.max_message_size
-    }
-
-    /// The system channel client `telemetry` envelopes are rebroadcast to.
-    pub fn telemetry_channel(&self) -> Option<&ChannelKey> {
-        self.telemetry_channel.as_ref()
     }
 
     pub fn storage_backend(&self) -> &'static str {

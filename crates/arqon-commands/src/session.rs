@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use arqon_protocol::{
-    ClientTelemetry, CommandRequest, Envelope, ErrorCode, FieldError, Inbound, MessageId,
+    ClientId, ClientTelemetry, CommandRequest, Envelope, ErrorCode, FieldError, Inbound, MessageId,
     PROTOCOL_VERSION, ProtocolError, Publish, Rejection, Target, close, decode,
 };
 use arqon_routing::{Client, CloseReason, Publisher};
+use arqon_telemetry::{AgentAction, ClientEvent, CommandStatus, Event};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
@@ -152,6 +153,7 @@ impl Session {
 
     /// Handles one text frame.
     pub fn on_text(&mut self, text: &str) -> Flow {
+        let started = std::time::Instant::now();
         self.count_inbound();
         let decoded = decode(text);
         if let Err(flow) = self.take_token(|| match &decoded {
@@ -167,8 +169,8 @@ impl Session {
             return flow;
         }
         match decoded {
-            Ok(Inbound::Publish(publish)) => self.on_publish(publish),
-            Ok(Inbound::Command(command)) => self.on_command(&command),
+            Ok(Inbound::Publish(publish)) => self.on_publish(publish, started),
+            Ok(Inbound::Command(command)) => self.on_command(&command, started),
             Ok(Inbound::Telemetry(event)) => self.on_telemetry(event),
             Ok(_) => Flow::Continue,
             Err(rejection) => self.on_rejection(rejection),
@@ -241,7 +243,7 @@ impl Session {
         )
     }
 
-    fn on_publish(&mut self, publish: Publish) -> Flow {
+    fn on_publish(&mut self, publish: Publish, started: std::time::Instant) -> Flow {
         let router = self.bus.router();
         if let Target::Channel(key) = &publish.target
             && !self.client.may_access(key)
@@ -260,6 +262,13 @@ impl Session {
         };
         match result {
             Ok(delivery) => {
+                self.bus.telemetry().record_route(started.elapsed());
+                let channel = match &publish.target {
+                    Target::Channel(key) => Some(key),
+                    Target::Direct(_) => None,
+                };
+                self.bus
+                    .agent_activity(&self.client, AgentAction::Message, channel);
                 if publish.ack {
                     // No history storage is wired in yet, so nothing is
                     // reported as stored.
@@ -276,13 +285,22 @@ impl Session {
         }
     }
 
-    fn on_command(&mut self, request: &CommandRequest) -> Flow {
+    fn on_command(&mut self, request: &CommandRequest, started: std::time::Instant) -> Flow {
         let ctx = Ctx {
             bus: &self.bus,
             client: &self.client,
         };
+        self.bus
+            .agent_activity(&self.client, AgentAction::Command, None);
         match dispatch(ctx, request) {
             Dispatched::Done(Ok(payload)) => {
+                executed(
+                    &self.bus,
+                    self.client.id(),
+                    &request.name,
+                    CommandStatus::Success,
+                    started,
+                );
                 self.send(Envelope::response(
                     &request.id,
                     Some(&request.name),
@@ -291,14 +309,31 @@ impl Session {
                 Flow::Continue
             }
             Dispatched::Done(Err(err)) => {
+                executed(
+                    &self.bus,
+                    self.client.id(),
+                    &request.name,
+                    CommandStatus::Error,
+                    started,
+                );
                 self.command_error(Some(&request.id), Some(&request.name), err)
             }
             Dispatched::Later(future) => {
                 let (id, name) = (request.id.clone(), request.name.clone());
+                let (bus, client_id) = (self.bus.clone(), self.client.id().clone());
                 self.send_later(async move {
-                    match future.await {
+                    let result = future.await;
+                    let status = match result {
+                        Ok(_) => CommandStatus::Success,
+                        Err(_) => CommandStatus::Error,
+                    };
+                    executed(&bus, &client_id, &name, status, started);
+                    match result {
                         Ok(payload) => Envelope::response(&id, Some(&name), payload),
-                        Err(err) => command_error_envelope(&id, &name, err),
+                        Err(err) => {
+                            report_error(&bus, &client_id, err.code, false);
+                            command_error_envelope(&id, &name, err)
+                        }
                     }
                 });
                 Flow::Continue
@@ -307,19 +342,15 @@ impl Session {
     }
 
     fn on_telemetry(&mut self, event: ClientTelemetry) -> Flow {
-        // Valid client telemetry is rebroadcast, with the sender set, to the
+        // Valid client telemetry is rebroadcast with the sender set: to
+        // telemetry sockets, and (through the hub's forwarder) to the
         // subscribers of the telemetry system channel.
-        if let Some(key) = self.bus.telemetry_channel() {
-            let published = self.bus.router().publish(
-                Publisher::Relay(self.client.id()),
-                key,
-                event.envelope,
-                false,
-            );
-            if let Err(err) = published {
-                return self.command_error(Some(&event.id), None, err.into());
-            }
-        }
+        self.bus
+            .telemetry()
+            .emit(Event::Custom(ClientEvent::from_client(
+                self.client.id(),
+                &event,
+            )));
         Flow::Continue
     }
 
@@ -345,6 +376,7 @@ impl Session {
     /// Sends an error; a violation may instead end the connection with
     /// `TOO_MANY_VIOLATIONS` and close 1008.
     fn error(&mut self, reply: ErrorReply<'_>, violation: bool) -> Flow {
+        report_error(&self.bus, self.client.id(), reply.code, violation);
         if violation && self.violations.record(Instant::now()) {
             let max = self.bus.limits().max_violations;
             self.send(Envelope::error(
@@ -388,6 +420,40 @@ impl Session {
     fn deliver(&self, frame: Bytes) {
         self.bus.router().deliver(&self.client, frame);
     }
+}
+
+/// Counts an error sent to a client (and whether it was a violation) in
+/// the metrics and emits its telemetry event.
+fn report_error(bus: &Bus, client_id: &ClientId, code: ErrorCode, violation: bool) {
+    arqon_telemetry::metrics::error(code);
+    if code == ErrorCode::RateLimited {
+        arqon_telemetry::metrics::rate_limited();
+    }
+    if violation {
+        arqon_telemetry::metrics::violation();
+    }
+    bus.telemetry().emit(Event::Error {
+        client_id: Some(client_id.clone()),
+        error_code: code,
+    });
+}
+
+/// Records a finished command in the metrics and as a telemetry event.
+fn executed(
+    bus: &Bus,
+    client_id: &ClientId,
+    command: &str,
+    status: CommandStatus,
+    started: std::time::Instant,
+) {
+    let elapsed = started.elapsed();
+    arqon_telemetry::metrics::command_duration(command, elapsed);
+    bus.telemetry().emit_with(|| Event::CommandExecuted {
+        client_id: client_id.clone(),
+        command: command.to_owned().into(),
+        status,
+        duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+    });
 }
 
 fn command_error_envelope(id: &MessageId, name: &str, err: CommandError) -> Envelope {

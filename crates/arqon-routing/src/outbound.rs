@@ -148,6 +148,11 @@ impl Outbound {
         }
     }
 
+    /// The close requested for this connection, if any.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.state().close
+    }
+
     /// Whether a close has been requested.
     pub fn is_closing(&self) -> bool {
         self.state().close.is_some()

@@ -542,6 +542,12 @@ impl Router {
 
     // ---- status --------------------------------------------------------
 
+    /// Rooms and channels that exist, without scanning them.
+    pub fn room_and_channel_counts(&self) -> (usize, usize) {
+        let channels = read(&self.channels);
+        (channels.rooms.len(), channels.by_key.len())
+    }
+
     /// Counts for `status`, with the `top` largest channels.
     pub fn snapshot(&self, top: usize) -> Snapshot {
         let mut clients_by_type: HashMap<&'static str, usize> = ClientType::ALL

@@ -216,6 +216,12 @@ impl Subscription {
         }
     }
 
+    /// Counts events this subscriber received but could not pass on (its
+    /// own bounded queue to a slow socket was full).
+    pub fn count_dropped(&self, missed: u64) {
+        self.missed(missed);
+    }
+
     fn missed(&self, missed: u64) {
         self.dropped.fetch_add(missed, Ordering::Relaxed);
         ::metrics::counter!(names::TELEMETRY_DROPPED_TOTAL).increment(missed);

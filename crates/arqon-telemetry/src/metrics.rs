@@ -21,9 +21,9 @@ use ::metrics::{
 };
 use arqon_config::SlowConsumerPolicy;
 use arqon_protocol::ErrorCode;
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
+
+pub use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::error::TelemetryError;
 use crate::names;
@@ -325,6 +325,26 @@ pub fn set_process_gauges(uptime: Duration) {
     if let Some(rss) = read_rss_bytes() {
         gauge!(names::MEMORY_USAGE_BYTES).set(rss as f64);
     }
+}
+
+/// Totals the router keeps as plain atomics (so the delivery path pays
+/// nothing for metrics), copied into their counters just before a scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouterTotals {
+    pub received: u64,
+    pub delivered: u64,
+    pub slow_disconnects: u64,
+    pub dropped: u64,
+}
+
+/// Sets the counters that mirror [`RouterTotals`].
+pub fn set_router_totals(totals: RouterTotals) {
+    counter!(names::MESSAGES_RECEIVED_TOTAL).absolute(totals.received);
+    counter!(names::MESSAGES_SENT_TOTAL).absolute(totals.delivered);
+    counter!(names::SLOW_CONSUMER_TOTAL, names::LABEL_ACTION => SlowConsumerPolicy::Disconnect.as_str())
+        .absolute(totals.slow_disconnects);
+    counter!(names::SLOW_CONSUMER_TOTAL, names::LABEL_ACTION => SlowConsumerPolicy::Drop.as_str())
+        .absolute(totals.dropped);
 }
 
 /// One open WebSocket connection, counted in its gauge for as long as the

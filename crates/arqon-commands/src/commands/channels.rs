@@ -2,6 +2,7 @@
 
 use arqon_protocol::{Envelope, format_timestamp};
 use arqon_routing::ChannelSpec;
+use arqon_telemetry::{AgentAction, Event};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -20,6 +21,22 @@ pub(super) fn join(ctx: Ctx<'_>, args: Args<'_>) -> Result<Value, CommandError> 
         )));
     }
     let joined = ctx.bus.router().join(ctx.client, &key)?;
+    let telemetry = ctx.bus.telemetry();
+    let client_id = Some(ctx.client.id().clone());
+    if joined.created {
+        telemetry.emit_with(|| Event::ChannelCreated {
+            client_id: client_id.clone(),
+            channel: key.clone(),
+        });
+    }
+    if !joined.already_member {
+        telemetry.emit_with(|| Event::ChannelJoined {
+            client_id,
+            channel: key.clone(),
+        });
+        ctx.bus
+            .agent_activity(ctx.client, AgentAction::Join, Some(&key));
+    }
     Ok(json!({
         "room": key.room(),
         "channel": key.channel(),
@@ -32,6 +49,15 @@ pub(super) fn join(ctx: Ctx<'_>, args: Args<'_>) -> Result<Value, CommandError> 
 pub(super) fn leave(ctx: Ctx<'_>, args: Args<'_>) -> Result<Value, CommandError> {
     let key = args.channel_key()?;
     let was_member = ctx.bus.router().leave(ctx.client, &key)?;
+    if was_member {
+        let client_id = Some(ctx.client.id().clone());
+        ctx.bus.telemetry().emit_with(|| Event::ChannelLeft {
+            client_id,
+            channel: key.clone(),
+        });
+        ctx.bus
+            .agent_activity(ctx.client, AgentAction::Leave, Some(&key));
+    }
     Ok(json!({"room": key.room(), "channel": key.channel(), "was_member": was_member}))
 }
 
@@ -45,7 +71,12 @@ pub(super) fn create(ctx: Ctx<'_>, args: Args<'_>) -> Result<Value, CommandError
         metadata: args.opt_object("metadata")?.cloned().unwrap_or_default(),
         restored: None,
     };
-    let channel = ctx.bus.router().create_channel(key, spec)?;
+    let channel = ctx.bus.router().create_channel(key.clone(), spec)?;
+    let client_id = Some(ctx.client.id().clone());
+    ctx.bus.telemetry().emit_with(|| Event::ChannelCreated {
+        client_id,
+        channel: key,
+    });
     Ok(channel.record())
 }
 
@@ -67,6 +98,11 @@ pub(super) fn delete(ctx: Ctx<'_>, args: Args<'_>) -> Result<Value, CommandError
         .bus
         .router()
         .delete_channel(&key, force, Bytes::from(notice.to_json()))?;
+    let client_id = Some(ctx.client.id().clone());
+    ctx.bus.telemetry().emit_with(|| Event::ChannelDeleted {
+        client_id,
+        channel: key.clone(),
+    });
     Ok(json!({
         "room": key.room(),
         "channel": key.channel(),
