@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arqon_commands::Bus;
-use arqon_config::Config;
+use arqon_config::{Config, StorageMode};
+use arqon_storage::Storage;
 use arqon_telemetry::metrics::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -36,8 +37,8 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config, metrics: Option<PrometheusHandle>) -> Arc<Self> {
-        let bus = Arc::new(Bus::new(&config, VERSION));
+    pub fn new(config: Config, metrics: Option<PrometheusHandle>, storage: Storage) -> Arc<Self> {
+        let bus = Arc::new(Bus::new(&config, VERSION, storage));
         Arc::new(Self {
             config,
             bus,
@@ -47,6 +48,14 @@ impl App {
             tasks: TaskTracker::new(),
             metrics,
         })
+    }
+
+    /// Whether `/ready` should say 503: draining, or strict storage mode
+    /// while storage is down (SPEC §12).
+    pub fn is_ready(&self) -> bool {
+        let storage_down =
+            self.config.storage.mode == StorageMode::Strict && !self.bus.storage().is_available();
+        !self.is_draining() && !storage_down
     }
 
     pub fn is_draining(&self) -> bool {

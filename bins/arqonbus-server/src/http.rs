@@ -52,28 +52,36 @@ async fn allow_any_origin(mut response: Response) -> Response {
     response
 }
 
+/// Never waits on Redis: storage state is read from atomics.
 async fn health(State(app): State<Arc<App>>) -> Response {
     let info = app.bus.info();
+    let storage = app.bus.storage().status();
     axum::Json(json!({
-        "status": "ok",
+        "status": if storage.degraded { "degraded" } else { "ok" },
         "timestamp": now_rfc3339(),
         "uptime_seconds": info.uptime_seconds(),
         "version": VERSION,
-        "storage": {"backend": app.bus.storage_backend(), "degraded": false},
+        "storage": {"backend": storage.backend, "degraded": storage.degraded},
     }))
     .into_response()
 }
 
+/// 200 while accepting connections; 503 while draining, and in strict
+/// storage mode while storage is down.
 async fn ready(State(app): State<Arc<App>>) -> Response {
-    if app.is_draining() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "draining"})),
-        )
-            .into_response()
-    } else {
-        axum::Json(json!({"status": "ready"})).into_response()
+    if app.is_ready() {
+        return axum::Json(json!({"status": "ready"})).into_response();
     }
+    let status = if app.is_draining() {
+        "draining"
+    } else {
+        "storage_unavailable"
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({"status": status})),
+    )
+        .into_response()
 }
 
 async fn version() -> Response {

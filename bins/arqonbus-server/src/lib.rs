@@ -35,6 +35,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arqon_config::{Config, ConfigError};
+use arqon_storage::{Storage, StorageError};
 use arqon_telemetry::metrics::{PrometheusHandle, UPKEEP_INTERVAL, run_upkeep};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -55,6 +56,10 @@ pub enum ServerError {
         addr: String,
         source: io::Error,
     },
+    /// Strict storage mode and Redis is unreachable (SPEC §7), or the
+    /// Redis URL is unusable.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -77,6 +82,7 @@ pub struct Server {
     telemetry: Option<TcpListener>,
     http: Option<TcpListener>,
     metrics: Option<PrometheusHandle>,
+    storage: Option<Storage>,
 }
 
 async fn bind(listener: &'static str, host: &str, port: u16) -> Result<TcpListener, ServerError> {
@@ -90,10 +96,12 @@ async fn bind(listener: &'static str, host: &str, port: u16) -> Result<TcpListen
 }
 
 impl Server {
-    /// Binds every listener the configuration names: the bus, the
+    /// Opens storage (in strict mode, failing when Redis is unreachable)
+    /// and binds every listener the configuration names: the bus, the
     /// telemetry stream, and the optional separate HTTP port.
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         config.validate()?;
+        let storage = Storage::open(&config.storage).await?;
         let server = &config.server;
         let bus = bind("bus", &server.host, server.port).await?;
         let telemetry = bind("telemetry", &server.telemetry_host, server.telemetry_port).await?;
@@ -107,6 +115,7 @@ impl Server {
             telemetry: Some(telemetry),
             http,
             metrics: None,
+            storage: Some(storage),
         })
     }
 
@@ -118,6 +127,7 @@ impl Server {
             telemetry: None,
             http: None,
             metrics: None,
+            storage: None,
         }
     }
 
@@ -152,7 +162,18 @@ impl Server {
     /// call returns once connections are gone or the grace period ends.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let addrs = self.local_addrs()?;
-        let app = app::App::new(self.config, self.metrics);
+        let storage = match self.storage {
+            Some(storage) => storage,
+            None => Storage::open(&self.config.storage).await?,
+        };
+        // Channels whose history outlived the last run continue their seq.
+        let restored = storage.restore().await;
+        let app = app::App::new(self.config, self.metrics, storage);
+        for channel in restored {
+            app.bus
+                .router()
+                .restore_channel(channel.key, channel.epoch.into(), channel.last_seq);
+        }
         let stop_accepting = CancellationToken::new();
         let stop_background = CancellationToken::new();
         let background = [
@@ -161,6 +182,10 @@ impl Server {
                 stop_background.clone(),
             )),
             tokio::spawn(telemetry::emit_stats(app.clone(), stop_background.clone())),
+            tokio::spawn(telemetry::report_storage(
+                app.clone(),
+                stop_background.clone(),
+            )),
         ];
         if let Some(handle) = app.metrics.clone() {
             tokio::spawn(run_upkeep(
@@ -190,7 +215,24 @@ impl Server {
         info!(bus = %addrs.bus, telemetry = ?addrs.telemetry, http = ?addrs.http, "ArqonBus listening");
 
         shutdown.await;
+        let started = tokio::time::Instant::now();
         drain(&app).await;
+        // Nothing acknowledged is lost: pending history writes go to Redis
+        // within what is left of the grace period.
+        let grace = app.config.server.shutdown_grace;
+        let report = app
+            .bus
+            .storage()
+            .flush(grace.saturating_sub(started.elapsed()))
+            .await;
+        if report.is_complete() {
+            info!(written = report.written, "storage flushed");
+        } else {
+            tracing::warn!(
+                remaining = report.remaining,
+                "storage not fully flushed before the grace period ended"
+            );
+        }
         stop_accepting.cancel();
         stop_background.cancel();
         for task in loops.into_iter().chain(background) {

@@ -141,7 +141,7 @@ fn main() -> ExitCode {
             eprintln!("arqonbus-server: invalid configuration: {err}");
             ExitCode::from(EXIT_CONFIG)
         }
-        Err(err @ ServerError::Bind { .. }) => {
+        Err(err @ (ServerError::Bind { .. } | ServerError::Storage(_))) => {
             eprintln!("arqonbus-server: {err}");
             ExitCode::from(EXIT_UNAVAILABLE)
         }

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use arqon_protocol::{ClientId, Envelope, RawJson, SERVER_SENDER, close};
 use arqon_routing::{CloseReason, Outbound, Publisher, PushError};
+use arqon_storage::StorageEvent;
 use arqon_telemetry::metrics::ConnectionGauge;
 use arqon_telemetry::{Event, EventFilter, StatsSnapshot, run_stats};
 use axum::Router;
@@ -181,4 +182,55 @@ pub async fn emit_stats(app: Arc<App>, stop: CancellationToken) {
         }
     };
     run_stats(telemetry, interval, sample, stop.cancelled_owned()).await;
+}
+
+/// Reports storage going degraded and recovering (SPEC §7, §8): telemetry
+/// events, the `arqonbus_storage_degraded` gauge, and a log line.
+pub async fn report_storage(app: Arc<App>, stop: CancellationToken) {
+    let storage = app.bus.storage();
+    let mut events = storage.events();
+    let backend = storage.backend();
+    // A degraded start happened before anyone could subscribe.
+    if storage.status().degraded {
+        tracing::warn!(
+            backend = backend.as_str(),
+            "storage degraded at startup: history is buffered in memory"
+        );
+        arqon_telemetry::metrics::set_storage_degraded(true);
+        app.bus.telemetry().emit(Event::StorageDegraded {
+            backend,
+            reason: "unreachable at startup".into(),
+        });
+    }
+    loop {
+        let event = tokio::select! {
+            () = stop.cancelled() => return,
+            event = events.recv() => event,
+        };
+        match event {
+            Ok(StorageEvent::Degraded { backend, reason }) => {
+                tracing::warn!(
+                    backend = backend.as_str(),
+                    reason = reason.as_str(),
+                    "storage degraded: history is buffered in memory"
+                );
+                arqon_telemetry::metrics::set_storage_degraded(true);
+                app.bus.telemetry().emit(Event::StorageDegraded {
+                    backend,
+                    reason: reason.as_str().into(),
+                });
+            }
+            Ok(StorageEvent::Recovered { backend }) => {
+                tracing::info!(backend = backend.as_str(), "storage recovered");
+                arqon_telemetry::metrics::set_storage_degraded(false);
+                app.bus.telemetry().emit(Event::StorageRecovered {
+                    backend,
+                    reason: "reconnected".into(),
+                });
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }

@@ -11,12 +11,17 @@ use arqon_commands::{Bus, Ctx, Dispatched, dispatch};
 use arqon_config::Config;
 use arqon_protocol::{ChannelKey, ClientId, CommandRequest, MessageId};
 use arqon_routing::{Client, Profile, Role};
+use arqon_storage::Storage;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn status(c: &mut Criterion) {
     let mut group = c.benchmark_group("status");
     for channels in [100, 10_000] {
-        let bus = Arc::new(Bus::new(&Config::default(), "bench"));
+        let bus = Arc::new(Bus::new(
+            &Config::default(),
+            "bench",
+            Storage::in_memory(500),
+        ));
         let client = Arc::new(Client::new(
             ClientId::generate(),
             SocketAddr::from((Ipv4Addr::LOCALHOST, 1)),

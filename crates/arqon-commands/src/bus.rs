@@ -3,9 +3,10 @@
 
 use std::time::Instant;
 
-use arqon_config::{Config, LimitsConfig};
+use arqon_config::{Config, LimitsConfig, StorageMode};
 use arqon_protocol::{ChannelKey, Timestamp};
 use arqon_routing::{Client, Router};
+use arqon_storage::Storage;
 use arqon_telemetry::{AgentAction, Event, Telemetry};
 
 /// Product name reported by `status` and `/version`.
@@ -34,15 +35,17 @@ pub struct Bus {
     info: ServerInfo,
     limits: LimitsConfig,
     max_message_size: usize,
-    storage_backend: &'static str,
+    storage: Storage,
+    strict_storage: bool,
     telemetry: Telemetry,
 }
 
 impl Bus {
-    /// A bus for `config`, with its system channels created. `version` is
-    /// the server's version string. Create it after any metrics recorder
-    /// is installed: the telemetry hub takes its metric handles then.
-    pub fn new(config: &Config, version: impl Into<String>) -> Self {
+    /// A bus for `config` over `storage` (see `Storage::open`), with its
+    /// system channels created. `version` is the server's version string.
+    /// Create it after any metrics recorder is installed: the telemetry hub
+    /// takes its metric handles then.
+    pub fn new(config: &Config, version: impl Into<String>, storage: Storage) -> Self {
         let mut system: Vec<ChannelKey> = config
             .routing
             .system_channels
@@ -70,7 +73,8 @@ impl Bus {
             },
             limits: config.limits.clone(),
             max_message_size: config.server.max_message_size,
-            storage_backend: config.storage.backend.as_str(),
+            storage,
+            strict_storage: config.storage.mode == StorageMode::Strict,
             telemetry: Telemetry::new(&config.telemetry),
         }
     }
@@ -118,7 +122,14 @@ impl Bus {
         self.max_message_size
     }
 
-    pub fn storage_backend(&self) -> &'static str {
-        self.storage_backend
+    /// Channel history.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Whether publishes must be refused with `STORAGE_UNAVAILABLE` now:
+    /// strict storage mode while Redis is down (SPEC §7).
+    pub fn storage_refuses_writes(&self) -> bool {
+        self.strict_storage && !self.storage.is_available()
     }
 }

@@ -13,6 +13,7 @@ use arqon_protocol::{
     PROTOCOL_VERSION, ProtocolError, Publish, Rejection, Target, close, decode,
 };
 use arqon_routing::{Client, CloseReason, Publisher};
+use arqon_storage::{Entry, Stored};
 use arqon_telemetry::{AgentAction, ClientEvent, CommandStatus, Event};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
@@ -251,17 +252,41 @@ impl Session {
             let err = CommandError::forbidden(format!("your token does not allow channel {key}"));
             return self.command_error(Some(&publish.id), None, err);
         }
+        let storage = self.bus.storage();
         let result = match &publish.target {
-            Target::Channel(key) => router.publish(
-                Publisher::Member(&self.client),
-                key,
-                publish.envelope,
-                publish.echo,
-            ),
-            Target::Direct(target) => router.send_direct(&self.client, target, publish.envelope),
+            Target::Channel(key) => {
+                if self.bus.storage_refuses_writes() {
+                    let err = CommandError::new(
+                        ErrorCode::StorageUnavailable,
+                        "history storage is unavailable; the message was not published",
+                    );
+                    return self.command_error(Some(&publish.id), None, err);
+                }
+                // Recorded under the channel lock, so history is in `seq`
+                // order; asks for a ticket only when an ack will wait on it.
+                router.publish_with(
+                    Publisher::Member(&self.client),
+                    key,
+                    publish.envelope,
+                    publish.echo,
+                    |sequenced| {
+                        let entry = Entry {
+                            key: sequenced.key.clone(),
+                            seq: sequenced.seq,
+                            epoch: sequenced.epoch.clone(),
+                            at: arqon_protocol::now(),
+                            frame: sequenced.frame.clone(),
+                        };
+                        Some(storage.record(entry, publish.ack))
+                    },
+                )
+            }
+            Target::Direct(target) => router
+                .send_direct(&self.client, target, publish.envelope)
+                .map(|delivery| (delivery, None)),
         };
         match result {
-            Ok(delivery) => {
+            Ok((delivery, stored)) => {
                 self.bus.telemetry().record_route(started.elapsed());
                 let channel = match &publish.target {
                     Target::Channel(key) => Some(key),
@@ -270,14 +295,24 @@ impl Session {
                 self.bus
                     .agent_activity(&self.client, AgentAction::Message, channel);
                 if publish.ack {
-                    // No history storage is wired in yet, so nothing is
-                    // reported as stored.
-                    let payload = json!({
-                        "delivered": delivery.delivered,
-                        "seq": delivery.seq,
-                        "stored": false,
-                    });
-                    self.send(Envelope::response(&publish.id, None, payload));
+                    let (delivered, seq) = (delivery.delivered, delivery.seq);
+                    let ack = move |stored: bool| json!({"delivered": delivered, "seq": seq, "stored": stored});
+                    match stored {
+                        // Redis: the ack waits until the write is durable
+                        // (other replies keep their order behind it).
+                        Some(Stored::Pending(ticket)) => {
+                            let id = publish.id.clone();
+                            self.send_later(async move {
+                                let payload = ack(ticket.wait().await);
+                                Envelope::response(&id, None, payload)
+                            });
+                        }
+                        Some(Stored::Durable) => {
+                            self.send(Envelope::response(&publish.id, None, ack(true)))
+                        }
+                        // Degraded (buffered for later), dropped, or direct.
+                        _ => self.send(Envelope::response(&publish.id, None, ack(false))),
+                    }
                 }
                 Flow::Continue
             }

@@ -161,6 +161,8 @@ impl ConfigBuilder {
         redis_stream_maxlen(u64) => REDIS_STREAM_MAXLEN, |c, v| c.storage.redis_stream_maxlen = v;
         /// Redis history expiry; `None` = never.
         history_ttl(Option<Duration>) => HISTORY_TTL_SECS, |c, v| c.storage.history_ttl = v;
+        /// Messages buffered in memory while waiting for Redis.
+        storage_buffer_messages(usize) => STORAGE_BUFFER_MESSAGES, |c, v| c.storage.buffer_messages = v;
         /// Authentication mode.
         auth(AuthMode) => AUTH, |c, v| c.auth.mode = v;
         /// Admin token (`auth=token`).

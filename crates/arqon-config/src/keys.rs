@@ -85,6 +85,7 @@ pub(crate) mod names {
     pub(crate) const REDIS_URL: &str = "ARQONBUS_REDIS_URL";
     pub(crate) const REDIS_STREAM_MAXLEN: &str = "ARQONBUS_REDIS_STREAM_MAXLEN";
     pub(crate) const HISTORY_TTL_SECS: &str = "ARQONBUS_HISTORY_TTL_SECS";
+    pub(crate) const STORAGE_BUFFER_MESSAGES: &str = "ARQONBUS_STORAGE_BUFFER_MESSAGES";
     pub(crate) const AUTH: &str = "ARQONBUS_AUTH";
     pub(crate) const ADMIN_TOKEN: &str = "ARQONBUS_ADMIN_TOKEN";
     pub(crate) const JWT_SECRET: &str = "ARQONBUS_JWT_SECRET";
@@ -312,6 +313,13 @@ pub const KEYS: &[KeySpec] = &[
         None,
         "86400",
         "Redis history expires after this many seconds without writes; 0 = never.",
+    ),
+    key(
+        STORAGE_BUFFER_MESSAGES,
+        &[],
+        None,
+        "100000",
+        "Messages held in memory while waiting to be written to Redis; beyond it new ones are dropped from history and counted.",
     ),
     key(
         AUTH,

@@ -254,6 +254,7 @@ pub(crate) fn apply(
             let ttl = input.secs()?;
             storage.history_ttl = (!ttl.is_zero()).then_some(ttl);
         }
+        STORAGE_BUFFER_MESSAGES => storage.buffer_messages = input.uint(EXPECT_UINT)?,
         AUTH => config.auth.mode = input.choice(AuthMode::parse, "one of none, token, jwt")?,
         ADMIN_TOKEN => config.auth.admin_token = input.secret()?,
         JWT_SECRET => config.auth.jwt_secret = input.secret()?,

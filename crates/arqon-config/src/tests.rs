@@ -128,6 +128,7 @@ fn defaults_equal_the_spec() {
     assert_eq!(c.storage.redis_url, "redis://127.0.0.1:6379");
     assert_eq!(c.storage.redis_stream_maxlen, 10_000);
     assert_eq!(c.storage.history_ttl, Some(Duration::from_secs(86_400)));
+    assert_eq!(c.storage.buffer_messages, 100_000);
     assert_eq!(c.auth.mode, AuthMode::None);
     assert!(c.auth.admin_token.is_none());
     assert!(c.auth.jwt_secret.is_none());
@@ -397,6 +398,7 @@ const SAMPLES: &[Sample] = &[
     ),
     ("ARQONBUS_REDIS_STREAM_MAXLEN", ["1", "2", "3"], &[]),
     ("ARQONBUS_HISTORY_TTL_SECS", ["0", "5", "6"], &[]),
+    ("ARQONBUS_STORAGE_BUFFER_MESSAGES", ["1", "2", "3"], &[]),
     (
         "ARQONBUS_AUTH",
         ["token", "jwt", "none"],
@@ -652,6 +654,27 @@ fn zero_ttl_means_never() {
     assert_eq!(c.storage.history_ttl, None);
     let c = load_env(&[("ARQONBUS_HISTORY_TTL_SECS", "30")]).unwrap();
     assert_eq!(c.storage.history_ttl, Some(Duration::from_secs(30)));
+}
+
+#[test]
+fn storage_buffer_messages_from_every_source() {
+    let c = load_env(&[("ARQONBUS_STORAGE_BUFFER_MESSAGES", "250")]).unwrap();
+    assert_eq!(c.storage.buffer_messages, 250);
+    let (_file, result) = load_file("storage_buffer_messages = 7\n");
+    assert_eq!(result.unwrap().storage.buffer_messages, 7);
+    let c = Config::builder()
+        .storage_buffer_messages(9)
+        .build()
+        .unwrap();
+    assert_eq!(c.storage.buffer_messages, 9);
+    assert_eq!(
+        err_message(load_env(&[("ARQONBUS_STORAGE_BUFFER_MESSAGES", "-1")])),
+        "ARQONBUS_STORAGE_BUFFER_MESSAGES: invalid value \"-1\": expected a non-negative integer"
+    );
+    assert_eq!(
+        err_message(Config::builder().storage_buffer_messages(0).build()),
+        "storage_buffer_messages (set in code): invalid value \"0\": expected an integer of at least 1"
+    );
 }
 
 #[test]
@@ -987,6 +1010,11 @@ fn range_rules_name_the_key() {
             "an integer of at least 1",
         ),
         ("ARQONBUS_HISTORY_SIZE", "0", "an integer of at least 1"),
+        (
+            "ARQONBUS_STORAGE_BUFFER_MESSAGES",
+            "0",
+            "an integer of at least 1",
+        ),
         (
             "ARQONBUS_REDIS_STREAM_MAXLEN",
             "0",

@@ -163,6 +163,10 @@ pub struct StorageConfig {
     pub redis_stream_maxlen: u64,
     /// Redis history expires after this long without writes; `None` = never.
     pub history_ttl: Option<Duration>,
+    /// Bound of the in-memory buffer of messages waiting to be written to
+    /// Redis (while it is slow or unreachable); beyond it, messages are
+    /// delivered but dropped from history, and counted.
+    pub buffer_messages: usize,
 }
 
 impl Default for StorageConfig {
@@ -174,6 +178,7 @@ impl Default for StorageConfig {
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             redis_stream_maxlen: 10_000,
             history_ttl: Some(Duration::from_secs(86_400)),
+            buffer_messages: 100_000,
         }
     }
 }

@@ -118,6 +118,7 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
         return invalid(REDIS_URL, storage.redis_url.clone(), REDIS_URL_RULE);
     }
     at_least_one(REDIS_STREAM_MAXLEN, storage.redis_stream_maxlen)?;
+    at_least_one(STORAGE_BUFFER_MESSAGES, widen(storage.buffer_messages))?;
     if storage.history_ttl.is_some_and(|ttl| ttl.is_zero()) {
         // 0 means "never" on input and is stored as `None`.
         return invalid(

@@ -6,7 +6,7 @@ use arqon_telemetry::{AgentAction, Event};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::Ctx;
+use super::{CommandFuture, Ctx};
 use crate::args::Args;
 use crate::error::CommandError;
 
@@ -98,6 +98,8 @@ pub(super) fn delete(ctx: Ctx<'_>, args: Args<'_>) -> Result<Value, CommandError
         .bus
         .router()
         .delete_channel(&key, force, Bytes::from(notice.to_json()))?;
+    // Its history goes with it: a channel created again starts a new epoch.
+    ctx.bus.storage().delete(&key);
     let client_id = Some(ctx.client.id().clone());
     ctx.bus.telemetry().emit_with(|| Event::ChannelDeleted {
         client_id,
@@ -118,13 +120,13 @@ pub(super) fn list(ctx: Ctx<'_>, args: Args<'_>) -> Result<Value, CommandError> 
     Ok(json!({"total": records.len(), "channels": records}))
 }
 
-pub(super) fn info(ctx: Ctx<'_>, args: Args<'_>) -> Result<Value, CommandError> {
+pub(super) fn info(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, CommandError> {
     let key = args.channel_key()?;
     let channel = ctx
         .bus
         .router()
         .channel(&key)
-        .ok_or(arqon_routing::RoutingError::ChannelNotFound { key })?;
+        .ok_or(arqon_routing::RoutingError::ChannelNotFound { key: key.clone() })?;
     let participants: Vec<Value> = channel
         .members_snapshot(MAX_LISTED_PARTICIPANTS)
         .iter()
@@ -142,10 +144,15 @@ pub(super) fn info(ctx: Ctx<'_>, args: Args<'_>) -> Result<Value, CommandError> 
     let mut record = channel.record();
     if let Value::Object(fields) = &mut record {
         fields.insert("participants".into(), Value::Array(participants));
-        // History storage is not wired in yet: nothing is stored.
-        fields.insert("messages_stored".into(), json!(0));
         fields.insert("last_seq".into(), json!(channel.last_seq()));
         fields.insert("epoch".into(), json!(&**channel.epoch()));
     }
-    Ok(record)
+    let storage = ctx.bus.storage().clone();
+    Ok(Box::pin(async move {
+        let stored = storage.count(&key).await;
+        if let Value::Object(fields) = &mut record {
+            fields.insert("messages_stored".into(), json!(stored));
+        }
+        Ok(record)
+    }))
 }

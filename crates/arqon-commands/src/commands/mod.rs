@@ -2,6 +2,7 @@
 //! one module per group of commands.
 
 mod channels;
+mod history;
 mod identify;
 mod ping;
 mod status;
@@ -77,7 +78,8 @@ pub const COMMANDS: &[(&str, Handler)] = &[
     ("create_channel", Handler::Now(channels::create)),
     ("delete_channel", Handler::Now(channels::delete)),
     ("list_channels", Handler::Now(channels::list)),
-    ("channel_info", Handler::Now(channels::info)),
+    ("channel_info", Handler::Later(channels::info)),
+    ("history", Handler::Later(history::history)),
 ];
 
 /// Runs one command.

@@ -18,6 +18,7 @@ pub(super) fn status(ctx: Ctx<'_>, _args: Args<'_>) -> Result<Value, CommandErro
     let info = bus.info();
     let router = bus.router();
     let snapshot = router.snapshot(LARGEST_CHANNELS);
+    let storage = bus.storage().status();
     let stats = router.stats();
     let participants: Map<String, Value> = snapshot
         .largest_channels
@@ -46,6 +47,6 @@ pub(super) fn status(ctx: Ctx<'_>, _args: Args<'_>) -> Result<Value, CommandErro
             "delivered": stats.delivered.load(Ordering::Relaxed),
             "dropped": stats.dropped.load(Ordering::Relaxed),
         },
-        "storage": {"backend": bus.storage_backend(), "degraded": false},
+        "storage": {"backend": storage.backend, "degraded": storage.degraded},
     }))
 }

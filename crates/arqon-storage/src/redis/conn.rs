@@ -1,0 +1,217 @@
+//! Connecting to Redis, and sorting its errors into "retry later" and
+//! "never works".
+//!
+//! The client is built without a reconnect policy: this crate owns
+//! reconnection (with its own backoff and degraded mode), so a command on a
+//! broken connection fails at once instead of waiting inside the client.
+
+use fred::error::{Error, ErrorKind};
+use fred::prelude::{Builder, Client, ClientLike, Config, EventInterface};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{BackendError, StorageError, redact_url};
+use crate::redis::RedisTuning;
+use crate::types::DegradedReason;
+
+/// Parses `url` into a client configuration.
+///
+/// TLS URLs (`rediss://`) are refused: this build has no TLS support, and
+/// the client would otherwise fall back to plain TCP with only a warning.
+pub(crate) fn client_config(url: &str) -> Result<Config, StorageError> {
+    let invalid = |source: Error| StorageError::InvalidUrl {
+        url: redact_url(url),
+        source: BackendError(source),
+    };
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    if scheme.starts_with("rediss") || scheme.starts_with("valkeys") {
+        return Err(invalid(Error::new(
+            ErrorKind::Config,
+            "TLS (rediss://) is not supported by this build",
+        )));
+    }
+    Config::from_url(url).map_err(invalid)
+}
+
+/// One connection and the signal that it broke.
+///
+/// Without a reconnect policy the client notices a closed socket (it
+/// reports it on its error stream) but keeps queueing commands until they
+/// time out. A watcher task turns that report into `lost`, so storage
+/// degrades at once instead of after a command timeout.
+#[derive(Debug, Clone)]
+pub(crate) struct Link {
+    pub(crate) client: Client,
+    /// Cancelled when the connection is known to be broken.
+    pub(crate) lost: CancellationToken,
+}
+
+impl Link {
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+}
+
+/// Opens one connection, waiting at most `tuning.connect_timeout`.
+pub(crate) async fn connect(config: &Config, tuning: &RedisTuning) -> Result<Link, Error> {
+    let client = Builder::from_config(config.clone())
+        .with_connection_config(|connection| {
+            connection.connection_timeout = tuning.connect_timeout;
+            connection.internal_command_timeout = tuning.connect_timeout;
+            connection.max_command_attempts = 1;
+            connection.tcp.nodelay = Some(true);
+        })
+        .with_performance_config(|performance| {
+            performance.default_command_timeout = tuning.command_timeout;
+        })
+        .build()?;
+    let mut errors = client.error_rx();
+    match tokio::time::timeout(tuning.connect_timeout, client.init()).await {
+        Ok(Ok(_connection_task)) => {
+            let lost = CancellationToken::new();
+            let signal = lost.clone();
+            tokio::spawn(async move {
+                loop {
+                    match errors.recv().await {
+                        Ok((error, _server)) => {
+                            if let Class::Retry(_) = classify(&error) {
+                                signal.cancel();
+                                return;
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
+            Ok(Link { client, lost })
+        }
+        Ok(Err(error)) => Err(error),
+        Err(_elapsed) => {
+            close_client(client);
+            Err(Error::new(ErrorKind::Timeout, "connection timed out"))
+        }
+    }
+}
+
+/// Closes a connection in the background (never waits on a dead server).
+pub(crate) fn close(link: Link) {
+    link.lost.cancel();
+    close_client(link.client);
+}
+
+fn close_client(client: Client) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client.quit()).await;
+        });
+    }
+}
+
+/// What an error means for the operation that got it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// `XADD` of an id not above the stream's top: the entry was written by
+    /// an earlier attempt. Success.
+    Duplicate,
+    /// The connection or the server is unwell: keep the operation, go
+    /// degraded, retry later.
+    Retry(DegradedReason),
+    /// The server refuses this operation for good (wrong key type, syntax):
+    /// retrying would block the buffer forever.
+    Refused,
+}
+
+/// Server replies that mean "not now" rather than "never".
+const RETRYABLE_REPLIES: &[&str] = &[
+    "OOM",
+    "LOADING",
+    "READONLY",
+    "MASTERDOWN",
+    "BUSY",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "NOREPLICAS",
+    "MISCONF",
+    "NOAUTH",
+    "WRONGPASS",
+    "NOPERM",
+];
+
+pub(crate) fn classify(error: &Error) -> Class {
+    match error.kind() {
+        ErrorKind::Timeout => Class::Retry(DegradedReason::Timeout),
+        ErrorKind::IO
+        | ErrorKind::Canceled
+        | ErrorKind::Routing
+        | ErrorKind::Protocol
+        | ErrorKind::Backpressure
+        | ErrorKind::Cluster
+        | ErrorKind::Sentinel
+        | ErrorKind::Auth => Class::Retry(DegradedReason::ConnectionLost),
+        _ => {
+            let details = error.details();
+            if details.contains("equal or smaller than the target stream top item") {
+                Class::Duplicate
+            } else if RETRYABLE_REPLIES
+                .iter()
+                .any(|code| details.starts_with(code))
+            {
+                Class::Retry(DegradedReason::ServerError)
+            } else if details.contains("onnection") || details.contains("isconnected") {
+                // The client's own "Connection closed" / "Disconnected"
+                // messages, whatever kind they carry.
+                Class::Retry(DegradedReason::ConnectionLost)
+            } else {
+                Class::Refused
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_urls_are_refused_rather_than_downgraded() {
+        let Err(StorageError::InvalidUrl { url, .. }) = client_config("rediss://u:secret@h:6380")
+        else {
+            panic!("rediss:// accepted");
+        };
+        assert_eq!(url, "rediss://h:6380");
+        assert!(client_config("redis://127.0.0.1:6379/2").is_ok());
+    }
+
+    #[test]
+    fn errors_are_sorted() {
+        let server = |text: &'static str| Error::new(ErrorKind::Unknown, text);
+        assert_eq!(
+            classify(&server(
+                "ERR The ID specified in XADD is equal or smaller than the target stream top item"
+            )),
+            Class::Duplicate
+        );
+        assert_eq!(
+            classify(&server(
+                "OOM command not allowed when used memory > 'maxmemory'."
+            )),
+            Class::Retry(DegradedReason::ServerError)
+        );
+        assert_eq!(
+            classify(&Error::new(
+                ErrorKind::InvalidArgument,
+                "WRONGTYPE Operation against a key holding the wrong kind of value"
+            )),
+            Class::Refused
+        );
+        assert_eq!(
+            classify(&Error::new(ErrorKind::IO, "Connection reset by peer")),
+            Class::Retry(DegradedReason::ConnectionLost)
+        );
+        assert_eq!(
+            classify(&Error::new(ErrorKind::Timeout, "Request timed out.")),
+            Class::Retry(DegradedReason::Timeout)
+        );
+    }
+}

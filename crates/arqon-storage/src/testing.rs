@@ -1,0 +1,296 @@
+//! Test support for anything that needs a real Redis (this crate's tests,
+//! the server's integration tests): a throw-away `redis-server` on a free
+//! port (never the shared one on 6379) that can be killed, paused and
+//! restarted on the same port, and a minimal RESP client to inspect it
+//! independently of the crate's own client.
+//!
+//! Only compiled with the `testing` feature. Without `redis-server` on the
+//! PATH, [`redis_server`] prints `skipping: redis-server not found` and
+//! returns `None`, unless `ARQONBUS_REQUIRE_REDIS=1`, in which case it
+//! panics so the test fails.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc, clippy::panic)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` child process on its own port and directory.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    durable: bool,
+}
+
+/// Starts a server that keeps nothing (`--save "" --appendonly no`), or
+/// returns `None` (after printing why) when `redis-server` is not installed
+/// and `ARQONBUS_REQUIRE_REDIS` is not `1`.
+pub fn redis_server() -> Option<RedisServer> {
+    start_server(false)
+}
+
+/// Like [`redis_server`], but the server keeps its data across
+/// [`RedisServer::kill`] and [`RedisServer::restart`] (append-only file,
+/// fsync on every write, in its temp dir): what storage wrote before a crash
+/// is still there after it.
+pub fn durable_redis_server() -> Option<RedisServer> {
+    start_server(true)
+}
+
+fn start_server(durable: bool) -> Option<RedisServer> {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !found {
+        if std::env::var("ARQONBUS_REQUIRE_REDIS").as_deref() == Ok("1") {
+            panic!("redis-server not found, and ARQONBUS_REQUIRE_REDIS=1 requires it");
+        }
+        eprintln!("skipping: redis-server not found");
+        return None;
+    }
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("arqon-storage-redis-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A free port can be taken between the probe and the bind: retry.
+    for _ in 0..5 {
+        let mut server = RedisServer {
+            port: free_port(),
+            dir: dir.clone(),
+            child: None,
+            durable,
+        };
+        if server.try_start() {
+            return Some(server);
+        }
+    }
+    panic!("could not start redis-server");
+}
+
+/// A port nobody listens on (probed by binding it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl RedisServer {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn try_start(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(if self.durable {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "no"]
+            })
+            .args(["--dir", self.dir.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(child) = &mut self.child
+                && child.try_wait().unwrap().is_some()
+            {
+                self.child = None;
+                return false; // exited: port taken?
+            }
+            if self.ping() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} never answered PING", self.port);
+    }
+
+    /// Starts the server again on the same port (after [`Self::kill`]).
+    /// Its data is gone unless it is [durable](durable_redis_server).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running server");
+        assert!(self.try_start(), "redis-server could not restart");
+    }
+
+    /// Kills the server (SIGKILL): connections drop at once.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success());
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        if stream.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut reply = [0u8; 7];
+        stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    }
+
+    /// Runs one command on a fresh connection.
+    pub fn cmd(&self, args: &[&str]) -> Resp {
+        let stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut request = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            request.extend(format!("${}\r\n", arg.len()).bytes());
+            request.extend(arg.bytes());
+            request.extend(b"\r\n");
+        }
+        (&stream).write_all(&request).unwrap();
+        read_resp(&mut BufReader::new(stream))
+    }
+
+    /// `XRANGE key - +` as `(id, fields)`.
+    pub fn xrange(&self, key: &str) -> Vec<(String, HashMap<String, Vec<u8>>)> {
+        let Resp::Array(Some(entries)) = self.cmd(&["XRANGE", key, "-", "+"]) else {
+            panic!("XRANGE reply");
+        };
+        entries
+            .into_iter()
+            .map(|entry| {
+                let Resp::Array(Some(mut parts)) = entry else {
+                    panic!("entry");
+                };
+                let Resp::Array(Some(fields)) = parts.pop().unwrap() else {
+                    panic!("fields");
+                };
+                let id = parts.pop().unwrap().text();
+                let mut map = HashMap::new();
+                let mut fields = fields.into_iter();
+                while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+                    map.insert(name.text(), value.bytes());
+                }
+                (id, map)
+            })
+            .collect()
+    }
+
+    /// `HGETALL key` as a map.
+    pub fn hgetall(&self, key: &str) -> HashMap<String, String> {
+        let Resp::Array(Some(items)) = self.cmd(&["HGETALL", key]) else {
+            panic!("HGETALL reply");
+        };
+        let mut map = HashMap::new();
+        let mut items = items.into_iter();
+        while let (Some(name), Some(value)) = (items.next(), items.next()) {
+            map.insert(name.text(), value.text());
+        }
+        map
+    }
+
+    pub fn int(&self, args: &[&str]) -> i64 {
+        match self.cmd(args) {
+            Resp::Int(n) => n,
+            other => panic!("{args:?}: expected an integer, got {other:?}"),
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            // A paused server ignores nothing but SIGKILL, which is what kill sends.
+            self.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A RESP reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resp {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Resp>>),
+}
+
+impl Resp {
+    pub fn bytes(self) -> Vec<u8> {
+        match self {
+            Resp::Bulk(Some(bytes)) => bytes,
+            Resp::Simple(text) => text.into_bytes(),
+            other => panic!("not a string: {other:?}"),
+        }
+    }
+
+    pub fn text(self) -> String {
+        String::from_utf8(self.bytes()).unwrap()
+    }
+}
+
+fn read_resp(reader: &mut impl BufRead) -> Resp {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let line = line.trim_end_matches("\r\n");
+    let (kind, rest) = line.split_at(1);
+    match kind {
+        "+" => Resp::Simple(rest.to_owned()),
+        "-" => Resp::Error(rest.to_owned()),
+        ":" => Resp::Int(rest.parse().unwrap()),
+        "$" => {
+            let len: i64 = rest.parse().unwrap();
+            if len < 0 {
+                return Resp::Bulk(None);
+            }
+            let mut data = vec![0u8; usize::try_from(len).unwrap() + 2];
+            reader.read_exact(&mut data).unwrap();
+            data.truncate(data.len() - 2);
+            Resp::Bulk(Some(data))
+        }
+        "*" => {
+            let len: i64 = rest.parse().unwrap();
+            if len < 0 {
+                return Resp::Array(None);
+            }
+            Resp::Array(Some((0..len).map(|_| read_resp(reader)).collect()))
+        }
+        other => panic!("unexpected RESP type {other:?}"),
+    }
+}
