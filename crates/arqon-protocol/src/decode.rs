@@ -876,10 +876,14 @@ mod tests {
         let deep = |n: usize| format!("{{\"a\":{}1{}}}", "[".repeat(n), "]".repeat(n));
         let ok: Value = serde_json::from_str(&deep(120)).expect("json");
         assert!(decode(&frame(json!({"payload": ok}))).is_ok());
-        let text = frame(json!({"payload": {}})).replace("\"payload\":{}", &format!("\"payload\":{}", deep(200)));
+        let text = frame(json!({"payload": {}}))
+            .replace("\"payload\":{}", &format!("\"payload\":{}", deep(200)));
         assert_eq!(fields(&rejection(&text)), ["payload"]);
-        let text = frame(json!({"type": "command", "command": "ping"}))
-            .replacen('{', &format!("{{\"args\":{},", deep(100_000)), 1);
+        let text = frame(json!({"type": "command", "command": "ping"})).replacen(
+            '{',
+            &format!("{{\"args\":{},", deep(100_000)),
+            1,
+        );
         assert_eq!(fields(&rejection(&text)), ["args"]);
         // Brackets inside strings do not count.
         let strings = json!({"s": "[".repeat(1000)});

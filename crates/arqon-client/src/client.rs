@@ -1,0 +1,597 @@
+//! The [`Client`] handle: typed commands, publishing, subscriptions.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use arqon_protocol::{ChannelKey, ClientId, Envelope, EnvelopeType, MessageId};
+use futures_util::Stream;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::driver::{
+    self, ConnectionState, Driver, Outlets, Request, Target, command_frame, message_frame,
+    parse_payload,
+};
+use crate::error::{ClientError, ServerError};
+use crate::options::{ConnectOptions, Identity};
+use crate::types::{
+    Ack, ChannelInfo, ChannelList, ChannelRecord, ClientEvent, ClientRecord, Deleted,
+    DirectMessage, History, HistoryQuery, Joined, Left, Pong, Status, SubscriptionEvent, Welcome,
+};
+
+/// Capacity of the connection-event queue.
+const EVENT_CAPACITY: usize = 256;
+
+/// A connection to an ArqonBus server. Cheap to clone: every clone talks
+/// through the same connection task, which ends when the last clone is
+/// dropped or [`close`](Client::close) is called.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    requests: mpsc::Sender<Request>,
+    opts: Arc<ConnectOptions>,
+    state: watch::Receiver<ConnectionState>,
+    id_prefix: String,
+    next_id: AtomicU64,
+    direct: Mutex<Option<mpsc::Receiver<DirectMessage>>>,
+    direct_taken: Arc<AtomicBool>,
+    events: Mutex<Option<mpsc::Receiver<ClientEvent>>>,
+    events_taken: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.inner.opts.url())
+            .field("state", &*self.inner.state.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects, reads the welcome frame, and starts the connection task.
+    /// The first connection is not retried: an error here is returned as
+    /// is. Reconnection applies to connections that drop later.
+    pub async fn connect(opts: ConnectOptions) -> Result<Self, ClientError> {
+        let (ws, welcome) = driver::open(&opts).await?;
+        let opts = Arc::new(opts);
+        let (requests_tx, requests_rx) = mpsc::channel(opts.queue_capacity);
+        let (direct_tx, direct_rx) = mpsc::channel(opts.subscription_capacity);
+        let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
+        let (state_tx, state_rx) = watch::channel(ConnectionState::Connected(welcome));
+        let direct_taken = Arc::new(AtomicBool::new(false));
+        let events_taken = Arc::new(AtomicBool::new(false));
+        let id_prefix = format!("{:08x}", rand::random::<u32>());
+        let outlets = Outlets {
+            direct: direct_tx,
+            direct_taken: direct_taken.clone(),
+            events: events_tx,
+            events_taken: events_taken.clone(),
+            state: state_tx,
+        };
+        let driver = Driver::new(opts.clone(), requests_rx, outlets, id_prefix.clone());
+        tokio::spawn(driver.run(ws));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                requests: requests_tx,
+                opts,
+                state: state_rx,
+                id_prefix,
+                next_id: AtomicU64::new(0),
+                direct: Mutex::new(Some(direct_rx)),
+                direct_taken,
+                events: Mutex::new(Some(events_rx)),
+                events_taken,
+            }),
+        })
+    }
+
+    /// Where the connection stands now.
+    pub fn state(&self) -> ConnectionState {
+        self.inner.state.borrow().clone()
+    }
+
+    /// A receiver that sees every change of [`state`](Self::state).
+    pub fn watch_state(&self) -> watch::Receiver<ConnectionState> {
+        self.inner.state.clone()
+    }
+
+    /// The current connection's welcome frame, if connected.
+    pub fn welcome(&self) -> Option<Welcome> {
+        match &*self.inner.state.borrow() {
+            ConnectionState::Connected(welcome) => Some(welcome.clone()),
+            _ => None,
+        }
+    }
+
+    /// The `client_id` the server assigned to the current connection.
+    pub fn client_id(&self) -> Option<ClientId> {
+        self.welcome().map(|w| w.client_id)
+    }
+
+    /// The stream of direct messages (SPEC §4.2). It can be taken once;
+    /// until it is, direct messages are discarded.
+    pub fn direct_messages(&self) -> Option<DirectMessages> {
+        let rx = lock(&self.inner.direct).take()?;
+        self.inner.direct_taken.store(true, Ordering::Relaxed);
+        Some(DirectMessages { rx })
+    }
+
+    /// Connection events (disconnects, reconnects, gap reports, errors
+    /// that answer no request). It can be taken once; until it is, events
+    /// are discarded, and when its queue is full new events are dropped.
+    pub fn events(&self) -> Option<mpsc::Receiver<ClientEvent>> {
+        let rx = lock(&self.inner.events).take()?;
+        self.inner.events_taken.store(true, Ordering::Relaxed);
+        Some(rx)
+    }
+
+    /// Closes the connection (close frame 1000) and ends the connection
+    /// task; subscriptions end and later calls fail with
+    /// [`ClientError::Closed`].
+    pub async fn close(&self) {
+        let _ = self.inner.requests.send(Request::Close).await;
+        let mut state = self.inner.state.clone();
+        let _ = tokio::time::timeout(
+            self.inner.opts.request_timeout,
+            state.wait_for(|s| *s == ConnectionState::Closed),
+        )
+        .await;
+    }
+
+    // ---- commands (SPEC §5) ----
+
+    /// `ping`.
+    pub async fn ping(&self) -> Result<Pong, ClientError> {
+        self.typed("ping", Map::new()).await
+    }
+
+    /// `status`.
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        self.typed("status", Map::new()).await
+    }
+
+    /// `identify`: updates what the server knows about this client.
+    pub async fn identify(&self, identity: &Identity) -> Result<ClientRecord, ClientError> {
+        identity.validate()?;
+        let args = match serde_json::to_value(identity) {
+            Ok(Value::Object(args)) => args,
+            _ => Map::new(),
+        };
+        self.typed("identify", args).await
+    }
+
+    /// `join_channel`, returning the channel's [`Subscription`]. Joining a
+    /// channel again replaces its previous subscription (which ends).
+    /// Dropping a subscription discards its messages but stays joined: use
+    /// [`leave_channel`](Self::leave_channel) to leave.
+    pub async fn join_channel(
+        &self,
+        room: &str,
+        channel: &str,
+    ) -> Result<Subscription, ClientError> {
+        let key = ChannelKey::new(room, channel)?;
+        let id = self.next_id();
+        let frame = command_frame(&id, "join_channel", channel_args(&key));
+        let (tx, rx) = oneshot::channel();
+        let deadline = self.deadline();
+        self.enqueue(
+            Request::Join {
+                key: key.clone(),
+                id,
+                frame,
+                reply: tx,
+            },
+            deadline,
+        )
+        .await?;
+        let (joined, events) = self.wait(rx, deadline, "join_channel reply").await??;
+        Ok(Subscription {
+            channel: key,
+            joined,
+            rx: events,
+        })
+    }
+
+    /// `leave_channel`; the channel's subscription ends.
+    pub async fn leave_channel(&self, room: &str, channel: &str) -> Result<Left, ClientError> {
+        let key = ChannelKey::new(room, channel)?;
+        let id = self.next_id();
+        let frame = command_frame(&id, "leave_channel", channel_args(&key));
+        let (tx, rx) = oneshot::channel();
+        let deadline = self.deadline();
+        self.enqueue(
+            Request::Leave {
+                key,
+                id,
+                frame,
+                reply: tx,
+            },
+            deadline,
+        )
+        .await?;
+        let envelope = self.wait(rx, deadline, "leave_channel reply").await??;
+        success(&envelope)?;
+        parse_payload(&envelope)
+    }
+
+    /// `list_channels`, of one room or of all.
+    pub async fn list_channels(&self, room: Option<&str>) -> Result<ChannelList, ClientError> {
+        let mut args = Map::new();
+        if let Some(room) = room {
+            args.insert("room".into(), room.into());
+        }
+        self.typed("list_channels", args).await
+    }
+
+    /// `channel_info`.
+    pub async fn channel_info(
+        &self,
+        room: &str,
+        channel: &str,
+    ) -> Result<ChannelInfo, ClientError> {
+        let key = ChannelKey::new(room, channel)?;
+        self.typed("channel_info", channel_args(&key)).await
+    }
+
+    /// `create_channel` (admin).
+    pub async fn create_channel(
+        &self,
+        room: &str,
+        channel: &str,
+        description: Option<&str>,
+        metadata: Option<Map<String, Value>>,
+    ) -> Result<ChannelRecord, ClientError> {
+        let key = ChannelKey::new(room, channel)?;
+        let mut args = channel_args(&key);
+        if let Some(description) = description {
+            args.insert("description".into(), description.into());
+        }
+        if let Some(metadata) = metadata {
+            args.insert("metadata".into(), Value::Object(metadata));
+        }
+        self.typed("create_channel", args).await
+    }
+
+    /// `delete_channel` (admin); with `force`, members are removed.
+    pub async fn delete_channel(
+        &self,
+        room: &str,
+        channel: &str,
+        force: bool,
+    ) -> Result<Deleted, ClientError> {
+        let key = ChannelKey::new(room, channel)?;
+        let mut args = channel_args(&key);
+        if force {
+            args.insert("force".into(), true.into());
+        }
+        self.typed("delete_channel", args).await
+    }
+
+    /// `history` of a channel.
+    pub async fn history(
+        &self,
+        room: &str,
+        channel: &str,
+        query: &HistoryQuery,
+    ) -> Result<History, ClientError> {
+        let key = ChannelKey::new(room, channel)?;
+        let mut args = channel_args(&key);
+        query.to_args(&mut args);
+        self.typed("history", args).await
+    }
+
+    /// Any command by name, for commands this crate does not type; returns
+    /// the reply's payload.
+    pub async fn command(
+        &self,
+        name: &str,
+        args: Map<String, Value>,
+    ) -> Result<Value, ClientError> {
+        let envelope = self.call(name, args).await?;
+        success(&envelope)?;
+        Ok(envelope.payload.unwrap_or(Value::Null))
+    }
+
+    // ---- messages (SPEC §4) ----
+
+    /// Publishes `payload` (a JSON object) to a joined channel, without
+    /// waiting: an error the server sends back arrives as
+    /// [`ClientEvent::ServerError`]. Returns the envelope id.
+    pub async fn publish(
+        &self,
+        room: &str,
+        channel: &str,
+        payload: impl Serialize,
+    ) -> Result<MessageId, ClientError> {
+        let key = ChannelKey::new(room, channel)?;
+        self.send_message(Target::Channel(&key), payload, None)
+            .await
+    }
+
+    /// Publishes and waits for the acknowledgement (SPEC §4.3).
+    pub async fn publish_with_ack(
+        &self,
+        room: &str,
+        channel: &str,
+        payload: impl Serialize,
+    ) -> Result<Ack, ClientError> {
+        let key = ChannelKey::new(room, channel)?;
+        self.send_acked(Target::Channel(&key), payload, None).await
+    }
+
+    /// Publishes with `metadata` (relayed unchanged; `{"echo": true}` asks
+    /// for the message back), optionally acknowledged.
+    pub async fn publish_with_metadata(
+        &self,
+        room: &str,
+        channel: &str,
+        payload: impl Serialize,
+        metadata: Map<String, Value>,
+    ) -> Result<Ack, ClientError> {
+        let key = ChannelKey::new(room, channel)?;
+        self.send_acked(
+            Target::Channel(&key),
+            payload,
+            Some(Value::Object(metadata)),
+        )
+        .await
+    }
+
+    /// Sends `payload` to one client (SPEC §4.2), without waiting.
+    pub async fn send_direct(
+        &self,
+        to: &str,
+        payload: impl Serialize,
+    ) -> Result<MessageId, ClientError> {
+        let to = ClientId::new(to)?;
+        self.send_message(Target::Direct(to.as_str()), payload, None)
+            .await
+    }
+
+    /// Sends `payload` to one client and waits for the acknowledgement
+    /// (`TARGET_NOT_FOUND` when it is not connected).
+    pub async fn send_direct_with_ack(
+        &self,
+        to: &str,
+        payload: impl Serialize,
+    ) -> Result<Ack, ClientError> {
+        let to = ClientId::new(to)?;
+        self.send_acked(Target::Direct(to.as_str()), payload, None)
+            .await
+    }
+
+    // ---- plumbing ----
+
+    async fn send_message(
+        &self,
+        target: Target<'_>,
+        payload: impl Serialize,
+        metadata: Option<Value>,
+    ) -> Result<MessageId, ClientError> {
+        let payload = object(payload)?;
+        if !matches!(*self.inner.state.borrow(), ConnectionState::Connected(_)) {
+            return Err(self.not_connected());
+        }
+        let id = self.next_id();
+        let frame = message_frame(&id, target, payload, metadata, false);
+        let message_id = MessageId::new(&id)?;
+        self.enqueue(
+            Request::Publish {
+                id,
+                frame,
+                ack: None,
+            },
+            self.deadline(),
+        )
+        .await?;
+        Ok(message_id)
+    }
+
+    async fn send_acked(
+        &self,
+        target: Target<'_>,
+        payload: impl Serialize,
+        metadata: Option<Value>,
+    ) -> Result<Ack, ClientError> {
+        let payload = object(payload)?;
+        let id = self.next_id();
+        let frame = message_frame(&id, target, payload, metadata, true);
+        let (tx, rx) = oneshot::channel();
+        let deadline = self.deadline();
+        self.enqueue(
+            Request::Publish {
+                id,
+                frame,
+                ack: Some(tx),
+            },
+            deadline,
+        )
+        .await?;
+        let envelope = self.wait(rx, deadline, "acknowledgement").await??;
+        success(&envelope)?;
+        parse_payload(&envelope)
+    }
+
+    async fn typed<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        args: Map<String, Value>,
+    ) -> Result<T, ClientError> {
+        let envelope = self.call(name, args).await?;
+        success(&envelope)?;
+        parse_payload(&envelope)
+    }
+
+    /// Sends a command and returns its reply envelope (success or error).
+    async fn call(&self, name: &str, args: Map<String, Value>) -> Result<Envelope, ClientError> {
+        let id = self.next_id();
+        let frame = command_frame(&id, name, args);
+        let (tx, rx) = oneshot::channel();
+        let deadline = self.deadline();
+        self.enqueue(
+            Request::Command {
+                id,
+                frame,
+                reply: tx,
+            },
+            deadline,
+        )
+        .await?;
+        self.wait(rx, deadline, "command reply").await?
+    }
+
+    async fn enqueue(&self, request: Request, deadline: Instant) -> Result<(), ClientError> {
+        match tokio::time::timeout_at(deadline, self.inner.requests.send(request)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => Err(ClientError::Timeout {
+                what: "room in the send queue",
+                after: self.inner.opts.request_timeout,
+            }),
+        }
+    }
+
+    async fn wait<T>(
+        &self,
+        rx: oneshot::Receiver<T>,
+        deadline: Instant,
+        what: &'static str,
+    ) -> Result<T, ClientError> {
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => Err(ClientError::Timeout {
+                what,
+                after: self.inner.opts.request_timeout,
+            }),
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.inner.opts.request_timeout
+    }
+
+    fn next_id(&self) -> String {
+        let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("arq_{}_{n}", self.inner.id_prefix)
+    }
+
+    fn not_connected(&self) -> ClientError {
+        match *self.inner.state.borrow() {
+            ConnectionState::Closed => ClientError::Closed,
+            _ => ClientError::NotConnected,
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn channel_args(key: &ChannelKey) -> Map<String, Value> {
+    let mut args = Map::new();
+    args.insert("room".into(), key.room().into());
+    args.insert("channel".into(), key.channel().into());
+    args
+}
+
+fn object(payload: impl Serialize) -> Result<Value, ClientError> {
+    match serde_json::to_value(payload) {
+        Ok(value @ Value::Object(_)) => Ok(value),
+        _ => Err(ClientError::PayloadNotObject),
+    }
+}
+
+/// `Err` with the server's error when `envelope` is an `error`.
+fn success(envelope: &Envelope) -> Result<(), ClientError> {
+    if envelope.kind == EnvelopeType::Error {
+        return Err(ServerError::from_envelope(envelope).into());
+    }
+    Ok(())
+}
+
+/// The messages of one joined channel, in `seq` order, with a
+/// [`SubscriptionEvent::Gap`] after each reconnect. Ends (`None`) when the
+/// channel is left or deleted, or the client is closed.
+#[derive(Debug)]
+pub struct Subscription {
+    channel: ChannelKey,
+    joined: Joined,
+    rx: mpsc::Receiver<SubscriptionEvent>,
+}
+
+impl Subscription {
+    pub fn channel(&self) -> &ChannelKey {
+        &self.channel
+    }
+
+    /// The `join_channel` reply (`seq` = where live messages start).
+    pub fn joined(&self) -> &Joined {
+        &self.joined
+    }
+
+    /// The next event.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: an event is never lost if the future is dropped.
+    pub async fn recv(&mut self) -> Option<SubscriptionEvent> {
+        self.rx.recv().await
+    }
+
+    /// The next message, skipping gap reports.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, like [`recv`](Self::recv).
+    pub async fn next_message(&mut self) -> Option<crate::ChannelMessage> {
+        loop {
+            match self.rx.recv().await? {
+                SubscriptionEvent::Message(message) => return Some(message),
+                SubscriptionEvent::Gap(_) => {}
+                SubscriptionEvent::Removed { .. } => return None,
+            }
+        }
+    }
+}
+
+impl Stream for Subscription {
+    type Item = SubscriptionEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// Direct messages to this client, from [`Client::direct_messages`].
+#[derive(Debug)]
+pub struct DirectMessages {
+    rx: mpsc::Receiver<DirectMessage>,
+}
+
+impl DirectMessages {
+    /// The next direct message; `None` once the client is closed.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn recv(&mut self) -> Option<DirectMessage> {
+        self.rx.recv().await
+    }
+}
+
+impl Stream for DirectMessages {
+    type Item = DirectMessage;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}

@@ -1,0 +1,919 @@
+//! The connection task: the only owner of the socket. It writes what the
+//! [`Client`](crate::Client) handles queue, reads every frame, matches
+//! replies to requests by `id`, feeds subscriptions, and reconnects.
+//!
+//! Reconnect and gap filling, per joined channel:
+//! 1. while disconnected, remember the last delivered `seq` and `epoch`;
+//! 2. after reconnecting, send `join_channel`; live messages that arrive
+//!    from then on are buffered (bounded);
+//! 3. the join reply names the channel's current `seq` and `epoch`. Same
+//!    epoch and a higher `seq`: page through `history after_seq=<last>`
+//!    and deliver what it returns, marked `replayed`. A different epoch:
+//!    the history restarted, nothing can be recovered;
+//! 4. deliver a [`GapReport`], then the buffered live messages (skipping
+//!    any `seq` already delivered).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arqon_protocol::{ChannelKey, Envelope, EnvelopeType, SERVER_SENDER, close};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Map, Value};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tracing::{debug, warn};
+
+use crate::error::{ClientError, ServerError};
+use crate::options::ConnectOptions;
+use crate::types::{
+    ChannelMessage, ClientEvent, DirectMessage, GapReport, History, Joined, SubscriptionEvent,
+    Welcome,
+};
+
+pub(crate) type Ws = WebSocketStream<TcpStream>;
+pub(crate) type Reply = oneshot::Sender<Result<Envelope, ClientError>>;
+pub(crate) type JoinReply =
+    oneshot::Sender<Result<(Joined, mpsc::Receiver<SubscriptionEvent>), ClientError>>;
+
+/// Largest `history` page the server allows.
+const HISTORY_PAGE: u64 = 1000;
+/// Live messages buffered per channel while its gap is being filled.
+const RESYNC_BUFFER: usize = 65_536;
+/// Requests taken from the queue before the writes are flushed.
+const WRITE_BATCH: usize = 256;
+
+/// Where the connection stands, as [`Client::state`](crate::Client::state)
+/// reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnectionState {
+    Connected(Welcome),
+    /// Waiting before (or making) reconnect attempt `attempt` (from 0).
+    Reconnecting {
+        attempt: u32,
+    },
+    Closed,
+}
+
+/// What a [`Client`](crate::Client) handle asks of the connection task.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// Any command; the reply envelope (response or error) is returned.
+    Command {
+        id: String,
+        frame: String,
+        reply: Reply,
+    },
+    Join {
+        key: ChannelKey,
+        id: String,
+        frame: String,
+        reply: JoinReply,
+    },
+    Leave {
+        key: ChannelKey,
+        id: String,
+        frame: String,
+        reply: Reply,
+    },
+    /// A publish or direct message; with `ack`, its acknowledgement.
+    Publish {
+        id: String,
+        frame: String,
+        ack: Option<Reply>,
+    },
+    Close,
+}
+
+/// A request waiting for its reply, by envelope id.
+enum Pending {
+    User(Reply),
+    Join {
+        key: ChannelKey,
+        reply: JoinReply,
+        rx: mpsc::Receiver<SubscriptionEvent>,
+    },
+    Leave {
+        key: ChannelKey,
+        reply: Reply,
+    },
+    /// Internal: re-join after a reconnect.
+    Rejoin {
+        key: ChannelKey,
+    },
+    /// Internal: a page of gap-filling history.
+    History {
+        key: ChannelKey,
+    },
+}
+
+struct Resync {
+    from_seq: u64,
+    target: u64,
+    recovered: u64,
+    old_epoch: Option<String>,
+    new_epoch: Option<String>,
+    epoch_changed: bool,
+    complete: bool,
+    buffer: VecDeque<Envelope>,
+}
+
+struct ChannelState {
+    tx: mpsc::Sender<SubscriptionEvent>,
+    /// Whether the server confirmed the join (only those are re-joined).
+    confirmed: bool,
+    last_seq: u64,
+    epoch: Option<String>,
+    resync: Option<Resync>,
+}
+
+/// Queues shared with the client handles.
+pub(crate) struct Outlets {
+    pub direct: mpsc::Sender<DirectMessage>,
+    pub direct_taken: Arc<AtomicBool>,
+    pub events: mpsc::Sender<ClientEvent>,
+    pub events_taken: Arc<AtomicBool>,
+    pub state: watch::Sender<ConnectionState>,
+}
+
+enum Exit {
+    /// The client asked to close, or every handle is gone.
+    Closed,
+    /// The connection dropped.
+    Lost(String),
+    /// The server closed with 4000: a newer connection with the same
+    /// identity replaced this one, so reconnecting would only fight it.
+    Replaced(String),
+}
+
+pub(crate) struct Driver {
+    opts: Arc<ConnectOptions>,
+    requests: mpsc::Receiver<Request>,
+    outlets: Outlets,
+    channels: HashMap<ChannelKey, ChannelState>,
+    pending: HashMap<String, Pending>,
+    outbox: VecDeque<String>,
+    next_internal: u64,
+    id_prefix: String,
+}
+
+/// Opens a connection and reads the welcome frame.
+pub(crate) async fn open(opts: &ConnectOptions) -> Result<(Ws, Welcome), ClientError> {
+    let request = opts.request()?;
+    let uri = request.uri().clone();
+    let invalid = |reason: &str| ClientError::InvalidUrl {
+        url: opts.url.clone(),
+        reason: reason.to_owned(),
+    };
+    if uri.scheme_str() != Some("ws") {
+        return Err(invalid("only ws:// URLs are supported"));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| invalid("no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(80);
+    let url = opts.url.clone();
+    let connect_error = |source: tungstenite::Error| match source {
+        tungstenite::Error::Http(response) => ClientError::Refused {
+            status: response.status().as_u16(),
+            body: response
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default(),
+        },
+        source => ClientError::Connect {
+            url: url.clone(),
+            source: Box::new(source),
+        },
+    };
+    let config = WebSocketConfig::default()
+        .read_buffer_size(opts.read_buffer_size)
+        .write_buffer_size(opts.read_buffer_size);
+    let attempt = async {
+        let stream = tcp_connect(&host, port, opts.local_addr)
+            .await
+            .map_err(|e| connect_error(tungstenite::Error::Io(e)))?;
+        let (mut ws, _response) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+                .await
+                .map_err(connect_error)?;
+        let welcome = loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let envelope: Envelope = serde_json::from_str(text.as_str())
+                        .map_err(|e| ClientError::protocol(format!("welcome frame: {e}")))?;
+                    break Welcome::from_envelope(&envelope)?;
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(ClientError::protocol(format!(
+                        "closed before the welcome frame: {frame:?}"
+                    )));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(connect_error(e)),
+                None => return Err(ClientError::protocol("closed before the welcome frame")),
+            }
+        };
+        Ok((ws, welcome))
+    };
+    tokio::time::timeout(opts.connect_timeout, attempt)
+        .await
+        .map_err(|_| ClientError::Timeout {
+            what: "connection and welcome frame",
+            after: opts.connect_timeout,
+        })?
+}
+
+async fn tcp_connect(
+    host: &str,
+    port: u16,
+    local: Option<std::net::IpAddr>,
+) -> std::io::Result<TcpStream> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = match addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        if let Some(ip) = local {
+            if ip.is_ipv4() != addr.is_ipv4() {
+                continue;
+            }
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        match socket.connect(addr).await {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error
+        .unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no usable address")))
+}
+
+impl Driver {
+    pub(crate) fn new(
+        opts: Arc<ConnectOptions>,
+        requests: mpsc::Receiver<Request>,
+        outlets: Outlets,
+        id_prefix: String,
+    ) -> Self {
+        Self {
+            opts,
+            requests,
+            outlets,
+            channels: HashMap::new(),
+            pending: HashMap::new(),
+            outbox: VecDeque::new(),
+            next_internal: 0,
+            id_prefix,
+        }
+    }
+
+    /// Runs the connection until the client is closed or gives up.
+    pub(crate) async fn run(mut self, mut ws: Ws) {
+        loop {
+            match self.serve(&mut ws).await {
+                Exit::Closed => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+                    break;
+                }
+                Exit::Replaced(reason) => {
+                    self.on_disconnect();
+                    self.emit(ClientEvent::Disconnected { reason });
+                    break;
+                }
+                Exit::Lost(reason) => {
+                    debug!(%reason, "connection lost");
+                    self.on_disconnect();
+                    self.emit(ClientEvent::Disconnected { reason });
+                    if !self.opts.reconnect.enabled {
+                        break;
+                    }
+                    match self.reconnect().await {
+                        Some(new_ws) => {
+                            ws = new_ws;
+                            self.resubscribe();
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+        self.outlets.state.send_replace(ConnectionState::Closed);
+        for (_, state) in self.channels.drain() {
+            let _ = state.tx.try_send(SubscriptionEvent::Removed {
+                reason: "client closed".to_owned(),
+            });
+        }
+        self.fail_pending(|| ClientError::Closed);
+        self.emit(ClientEvent::Closed);
+        // Answer whatever is still queued so no caller waits for a timeout.
+        self.requests.close();
+        while let Ok(request) = self.requests.try_recv() {
+            refuse(request, || ClientError::Closed);
+        }
+    }
+
+    async fn serve(&mut self, ws: &mut Ws) -> Exit {
+        if let Err(e) = self.flush_outbox(ws).await {
+            return Exit::Lost(e.to_string());
+        }
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                frame = ws.next() => match frame {
+                    Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
+                    Some(Ok(Message::Close(frame))) => {
+                        return match frame {
+                            Some(f) if u16::from(f.code) == close::REPLACED => Exit::Replaced(
+                                format!("replaced by a newer connection: {}", f.reason),
+                            ),
+                            Some(f) => Exit::Lost(format!(
+                                "closed by the server: {} {}",
+                                u16::from(f.code),
+                                f.reason
+                            )),
+                            None => Exit::Lost("closed by the server".to_owned()),
+                        };
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Exit::Lost(e.to_string()),
+                    None => return Exit::Lost("connection closed".to_owned()),
+                },
+                request = self.requests.recv() => {
+                    let Some(request) = request else { return Exit::Closed };
+                    if self.on_request(request) {
+                        return Exit::Closed;
+                    }
+                    for _ in 1..WRITE_BATCH {
+                        match self.requests.try_recv() {
+                            Ok(request) => {
+                                if self.on_request(request) {
+                                    return Exit::Closed;
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = sweep.tick() => self.sweep(),
+            }
+            if !self.outbox.is_empty()
+                && let Err(e) = self.flush_outbox(ws).await
+            {
+                return Exit::Lost(e.to_string());
+            }
+        }
+    }
+
+    async fn flush_outbox(&mut self, ws: &mut Ws) -> Result<(), tungstenite::Error> {
+        while let Some(frame) = self.outbox.pop_front() {
+            ws.feed(Message::Text(frame.into())).await?;
+        }
+        ws.flush().await
+    }
+
+    /// Queues a request's frame; `true` when the client asked to close.
+    fn on_request(&mut self, request: Request) -> bool {
+        match request {
+            Request::Close => return true,
+            Request::Command { id, frame, reply } => {
+                if reply.is_closed() {
+                    return false;
+                }
+                self.outbox.push_back(frame);
+                self.pending.insert(id, Pending::User(reply));
+            }
+            Request::Publish { id, frame, ack } => {
+                self.outbox.push_back(frame);
+                if let Some(reply) = ack {
+                    self.pending.insert(id, Pending::User(reply));
+                }
+            }
+            Request::Join {
+                key,
+                id,
+                frame,
+                reply,
+            } => {
+                if reply.is_closed() {
+                    return false;
+                }
+                let (tx, rx) = mpsc::channel(self.opts.subscription_capacity);
+                // Registered now: a message routed right after the join may
+                // arrive before the join's reply.
+                let state = self.channels.entry(key.clone()).or_insert(ChannelState {
+                    tx: tx.clone(),
+                    confirmed: false,
+                    last_seq: 0,
+                    epoch: None,
+                    resync: None,
+                });
+                state.tx = tx;
+                self.outbox.push_back(frame);
+                self.pending.insert(id, Pending::Join { key, reply, rx });
+            }
+            Request::Leave {
+                key,
+                id,
+                frame,
+                reply,
+            } => {
+                self.outbox.push_back(frame);
+                self.pending.insert(id, Pending::Leave { key, reply });
+            }
+        }
+        false
+    }
+
+    /// Drops requests whose caller stopped waiting (timed out).
+    fn sweep(&mut self) {
+        self.pending.retain(|_, pending| match pending {
+            Pending::User(reply) | Pending::Leave { reply, .. } => !reply.is_closed(),
+            Pending::Join { reply, .. } => !reply.is_closed(),
+            _ => true,
+        });
+    }
+
+    async fn on_text(&mut self, text: &str) {
+        let envelope: Envelope = match serde_json::from_str(text) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                warn!(error = %e, "ignoring a frame that is not an envelope");
+                return;
+            }
+        };
+        let from_server = envelope.sender.as_deref() == Some(SERVER_SENDER);
+        match envelope.kind {
+            EnvelopeType::Response | EnvelopeType::Error if from_server => {
+                let request_id = envelope.request_id.clone().flatten();
+                match request_id.and_then(|id| self.pending.remove(&id)) {
+                    Some(pending) => self.resolve(pending, envelope).await,
+                    None if envelope.kind == EnvelopeType::Error => {
+                        self.emit(ClientEvent::ServerError(Box::new(
+                            ServerError::from_envelope(&envelope),
+                        )));
+                    }
+                    None => {}
+                }
+            }
+            EnvelopeType::System => self.on_system(envelope).await,
+            EnvelopeType::Command => {}
+            _ => match channel_of(&envelope) {
+                Some(key) => self.on_channel_message(key, envelope).await,
+                None => self.on_direct(envelope).await,
+            },
+        }
+    }
+
+    async fn on_direct(&mut self, envelope: Envelope) {
+        if self.outlets.direct_taken.load(Ordering::Relaxed) {
+            let _ = self
+                .outlets
+                .direct
+                .send(DirectMessage::from_envelope(envelope))
+                .await;
+        }
+    }
+
+    async fn on_system(&mut self, envelope: Envelope) {
+        let deleted = envelope
+            .payload
+            .as_ref()
+            .and_then(|p| p.get("event"))
+            .and_then(Value::as_str)
+            == Some("channel_deleted");
+        if deleted
+            && let Some(key) = channel_of(&envelope)
+            && let Some(state) = self.channels.remove(&key)
+        {
+            let reason = envelope
+                .payload
+                .as_ref()
+                .and_then(|p| p.get("message"))
+                .and_then(Value::as_str)
+                .unwrap_or("channel deleted")
+                .to_owned();
+            let _ = state.tx.send(SubscriptionEvent::Removed { reason }).await;
+        }
+        self.emit(ClientEvent::System(Box::new(envelope)));
+    }
+
+    async fn on_channel_message(&mut self, key: ChannelKey, envelope: Envelope) {
+        let Some(state) = self.channels.get_mut(&key) else {
+            return;
+        };
+        if let Some(resync) = &mut state.resync {
+            if resync.buffer.len() < RESYNC_BUFFER {
+                resync.buffer.push_back(envelope);
+            } else {
+                resync.complete = false;
+            }
+            return;
+        }
+        deliver_live(state, key, envelope).await;
+    }
+
+    async fn resolve(&mut self, pending: Pending, envelope: Envelope) {
+        let failed = envelope.kind == EnvelopeType::Error;
+        match pending {
+            Pending::User(reply) => {
+                let _ = reply.send(Ok(envelope));
+            }
+            Pending::Leave { key, reply } => {
+                if !failed && let Some(state) = self.channels.remove(&key) {
+                    let _ = state.tx.try_send(SubscriptionEvent::Removed {
+                        reason: "left the channel".to_owned(),
+                    });
+                }
+                let _ = reply.send(Ok(envelope));
+            }
+            Pending::Join { key, reply, rx } => {
+                let joined = if failed {
+                    Err(ServerError::from_envelope(&envelope).into())
+                } else {
+                    parse_payload::<Joined>(&envelope)
+                };
+                match joined {
+                    Ok(joined) => {
+                        if let Some(state) = self.channels.get_mut(&key) {
+                            state.confirmed = true;
+                            if state.epoch.is_none() || state.epoch != joined.epoch {
+                                state.epoch.clone_from(&joined.epoch);
+                                state.last_seq = joined.seq;
+                            } else {
+                                state.last_seq = state.last_seq.max(joined.seq);
+                            }
+                        }
+                        let _ = reply.send(Ok((joined, rx)));
+                    }
+                    Err(err) => {
+                        if self.channels.get(&key).is_some_and(|s| !s.confirmed) {
+                            self.channels.remove(&key);
+                        }
+                        let _ = reply.send(Err(err));
+                    }
+                }
+            }
+            Pending::Rejoin { key } => {
+                if failed {
+                    let err = ServerError::from_envelope(&envelope);
+                    if let Some(state) = self.channels.remove(&key) {
+                        let _ = state
+                            .tx
+                            .send(SubscriptionEvent::Removed {
+                                reason: format!(
+                                    "re-joining after a reconnect failed: {} {}",
+                                    err.error_code, err.message
+                                ),
+                            })
+                            .await;
+                    }
+                    return;
+                }
+                match parse_payload::<Joined>(&envelope) {
+                    Ok(joined) => self.on_rejoined(key, joined).await,
+                    Err(e) => {
+                        warn!(error = %e, channel = %key, "unreadable join reply");
+                        self.finish_resync(key, false).await;
+                    }
+                }
+            }
+            Pending::History { key } => {
+                let history = if failed {
+                    let err = ServerError::from_envelope(&envelope);
+                    debug!(code = %err.error_code, channel = %key, "history unavailable; gap not filled");
+                    None
+                } else {
+                    parse_payload::<History>(&envelope).ok()
+                };
+                match history {
+                    Some(history) => self.on_history(key, history).await,
+                    None => self.finish_resync(key, false).await,
+                }
+            }
+        }
+    }
+
+    async fn on_rejoined(&mut self, key: ChannelKey, joined: Joined) {
+        let Some(state) = self.channels.get_mut(&key) else {
+            return;
+        };
+        let same_epoch = state.epoch.is_some() && state.epoch == joined.epoch;
+        if let Some(resync) = &mut state.resync {
+            resync.target = joined.seq;
+            resync.new_epoch.clone_from(&joined.epoch);
+            if !same_epoch {
+                resync.epoch_changed = true;
+                resync.complete = false;
+            }
+        }
+        if same_epoch && joined.seq > state.last_seq {
+            let after = state.last_seq;
+            self.request_history(key, after, joined.seq - after);
+            return;
+        }
+        if !same_epoch {
+            state.epoch = joined.epoch;
+            state.last_seq = joined.seq;
+        }
+        self.finish_resync(key, same_epoch).await;
+    }
+
+    fn request_history(&mut self, key: ChannelKey, after_seq: u64, wanted: u64) {
+        let mut args = Map::new();
+        args.insert("room".into(), key.room().into());
+        args.insert("channel".into(), key.channel().into());
+        args.insert("after_seq".into(), after_seq.into());
+        args.insert("limit".into(), wanted.clamp(1, HISTORY_PAGE).into());
+        let id = self.internal_id();
+        self.outbox.push_back(command_frame(&id, "history", args));
+        self.pending.insert(id, Pending::History { key });
+    }
+
+    async fn on_history(&mut self, key: ChannelKey, history: History) {
+        let Some(state) = self.channels.get_mut(&key) else {
+            return;
+        };
+        let Some(resync) = &mut state.resync else {
+            return;
+        };
+        if history.epoch.is_some() && history.epoch != state.epoch {
+            // The history restarted between the join and this read.
+            resync.epoch_changed = true;
+            resync.complete = false;
+            resync.new_epoch.clone_from(&history.epoch);
+            state.epoch = history.epoch;
+            state.last_seq = history.last_seq;
+            self.finish_resync(key, false).await;
+            return;
+        }
+        let target = resync.target;
+        let got_any = !history.messages.is_empty();
+        for envelope in history.messages {
+            let Some(seq) = envelope.seq else { continue };
+            if seq <= state.last_seq || seq > target {
+                continue;
+            }
+            if seq != state.last_seq + 1 {
+                // The oldest messages of the gap are no longer stored.
+                resync.complete = false;
+            }
+            state.last_seq = seq;
+            resync.recovered += 1;
+            let message = ChannelMessage::from_envelope(key.clone(), envelope, true);
+            if !state.tx.is_closed() {
+                let _ = state.tx.send(SubscriptionEvent::Message(message)).await;
+            }
+        }
+        if state.last_seq < target && got_any {
+            let after = state.last_seq;
+            self.request_history(key, after, target - after);
+            return;
+        }
+        let filled = state.last_seq >= target;
+        self.finish_resync(key, filled).await;
+    }
+
+    async fn finish_resync(&mut self, key: ChannelKey, filled: bool) {
+        let Some(state) = self.channels.get_mut(&key) else {
+            return;
+        };
+        let Some(resync) = state.resync.take() else {
+            return;
+        };
+        state.last_seq = state.last_seq.max(resync.target);
+        let report = GapReport {
+            channel: key.clone(),
+            from_seq: resync.from_seq,
+            to_seq: resync.target,
+            recovered: resync.recovered,
+            filled: filled && resync.complete && !resync.epoch_changed,
+            epoch_changed: resync.epoch_changed,
+            old_epoch: resync.old_epoch,
+            new_epoch: resync.new_epoch,
+        };
+        if !state.tx.is_closed() {
+            let _ = state.tx.send(SubscriptionEvent::Gap(report.clone())).await;
+        }
+        for envelope in resync.buffer {
+            deliver_live(state, key.clone(), envelope).await;
+        }
+        self.emit(ClientEvent::Gap(report));
+    }
+
+    /// Fails what was in flight; keeps channel positions for the re-join.
+    fn on_disconnect(&mut self) {
+        self.outbox.clear();
+        self.fail_pending(|| ClientError::Disconnected);
+        self.channels.retain(|_, state| state.confirmed);
+        for state in self.channels.values_mut() {
+            // An interrupted gap fill starts over from what was delivered.
+            state.resync = None;
+        }
+    }
+
+    fn fail_pending(&mut self, error: impl Fn() -> ClientError) {
+        for (_, pending) in self.pending.drain() {
+            match pending {
+                Pending::User(reply) | Pending::Leave { reply, .. } => {
+                    let _ = reply.send(Err(error()));
+                }
+                Pending::Join { reply, .. } => {
+                    let _ = reply.send(Err(error()));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn reconnect(&mut self) -> Option<Ws> {
+        let policy = self.opts.reconnect;
+        let mut attempt = 0u32;
+        loop {
+            if policy.max_attempts.is_some_and(|max| attempt >= max) {
+                return None;
+            }
+            self.outlets
+                .state
+                .send_replace(ConnectionState::Reconnecting { attempt });
+            let sleep = tokio::time::sleep(policy.delay(attempt));
+            tokio::pin!(sleep);
+            let opened = {
+                let opening = async {
+                    (&mut sleep).await;
+                    open(&self.opts).await
+                };
+                tokio::pin!(opening);
+                loop {
+                    tokio::select! {
+                        opened = &mut opening => break opened,
+                        request = self.requests.recv() => match request {
+                            None | Some(Request::Close) => return None,
+                            Some(request) => refuse(request, || ClientError::NotConnected),
+                        },
+                    }
+                }
+            };
+            attempt += 1;
+            match opened {
+                Ok((ws, welcome)) => {
+                    self.outlets
+                        .state
+                        .send_replace(ConnectionState::Connected(welcome.clone()));
+                    self.emit(ClientEvent::Reconnected {
+                        welcome,
+                        attempts: attempt,
+                    });
+                    return Some(ws);
+                }
+                Err(e) => debug!(error = %e, attempt, "reconnect attempt failed"),
+            }
+        }
+    }
+
+    /// Re-joins every confirmed channel; live messages are buffered until
+    /// its gap is settled.
+    fn resubscribe(&mut self) {
+        let keys: Vec<ChannelKey> = self.channels.keys().cloned().collect();
+        for key in keys {
+            let Some(state) = self.channels.get_mut(&key) else {
+                continue;
+            };
+            state.resync = Some(Resync {
+                from_seq: state.last_seq + 1,
+                target: state.last_seq,
+                recovered: 0,
+                old_epoch: state.epoch.clone(),
+                new_epoch: None,
+                epoch_changed: false,
+                complete: true,
+                buffer: VecDeque::new(),
+            });
+            let mut args = Map::new();
+            args.insert("room".into(), key.room().into());
+            args.insert("channel".into(), key.channel().into());
+            let id = self.internal_id();
+            self.outbox
+                .push_back(command_frame(&id, "join_channel", args));
+            self.pending.insert(id, Pending::Rejoin { key });
+        }
+    }
+
+    fn internal_id(&mut self) -> String {
+        self.next_internal += 1;
+        format!("arq_{}_i{}", self.id_prefix, self.next_internal)
+    }
+
+    fn emit(&self, event: ClientEvent) {
+        if self.outlets.events_taken.load(Ordering::Relaxed) {
+            let _ = self.outlets.events.try_send(event);
+        }
+    }
+}
+
+/// Delivers a live channel message, dropping one already delivered.
+async fn deliver_live(state: &mut ChannelState, key: ChannelKey, envelope: Envelope) {
+    if let Some(seq) = envelope.seq {
+        if envelope.epoch == state.epoch {
+            if seq <= state.last_seq {
+                return;
+            }
+        } else if envelope.epoch.is_some() {
+            state.epoch.clone_from(&envelope.epoch);
+        }
+        state.last_seq = seq;
+    }
+    if state.tx.is_closed() {
+        return;
+    }
+    let message = ChannelMessage::from_envelope(key, envelope, false);
+    let _ = state.tx.send(SubscriptionEvent::Message(message)).await;
+}
+
+fn refuse(request: Request, error: impl Fn() -> ClientError) {
+    match request {
+        Request::Command { reply, .. } | Request::Leave { reply, .. } => {
+            let _ = reply.send(Err(error()));
+        }
+        Request::Join { reply, .. } => {
+            let _ = reply.send(Err(error()));
+        }
+        Request::Publish {
+            ack: Some(reply), ..
+        } => {
+            let _ = reply.send(Err(error()));
+        }
+        Request::Publish { ack: None, .. } | Request::Close => {}
+    }
+}
+
+fn channel_of(envelope: &Envelope) -> Option<ChannelKey> {
+    let room = envelope.room.as_deref()?;
+    let channel = envelope.channel.as_deref()?;
+    ChannelKey::new(room, channel).ok()
+}
+
+pub(crate) fn parse_payload<T: serde::de::DeserializeOwned>(
+    envelope: &Envelope,
+) -> Result<T, ClientError> {
+    let payload = envelope.payload.clone().unwrap_or(Value::Null);
+    serde_json::from_value(payload).map_err(|e| {
+        ClientError::protocol(format!(
+            "{} reply: {e}",
+            envelope.command.as_deref().unwrap_or("response")
+        ))
+    })
+}
+
+/// A `command` envelope's JSON text.
+pub(crate) fn command_frame(id: &str, command: &str, args: Map<String, Value>) -> String {
+    let mut envelope = Envelope::<Value>::new(EnvelopeType::Command);
+    envelope.id = id.to_owned();
+    envelope.command = Some(command.to_owned());
+    envelope.args = Some(args);
+    String::from_utf8(envelope.to_json()).expect("serde_json writes UTF-8")
+}
+
+/// A `message` envelope's JSON text.
+pub(crate) fn message_frame(
+    id: &str,
+    target: Target<'_>,
+    payload: Value,
+    metadata: Option<Value>,
+    ack: bool,
+) -> String {
+    let mut envelope = Envelope::<Value>::new(EnvelopeType::Message);
+    envelope.id = id.to_owned();
+    match target {
+        Target::Channel(key) => {
+            envelope.room = Some(key.room().to_owned());
+            envelope.channel = Some(key.channel().to_owned());
+        }
+        Target::Direct(to) => envelope.to_client = Some(to.to_owned()),
+    }
+    envelope.payload = Some(payload);
+    envelope.metadata = metadata;
+    if ack {
+        envelope.ack = Some(true);
+    }
+    String::from_utf8(envelope.to_json()).expect("serde_json writes UTF-8")
+}
+
+pub(crate) enum Target<'a> {
+    Channel(&'a ChannelKey),
+    Direct(&'a str),
+}

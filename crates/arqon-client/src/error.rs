@@ -1,0 +1,125 @@
+//! What can go wrong on the client side, and the server's own errors.
+
+use std::time::Duration;
+
+use arqon_protocol::{Envelope, ErrorCode, FieldError, InvalidId};
+use tokio_tungstenite::tungstenite;
+
+/// An `error` envelope the server answered with (SPEC §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerError {
+    /// The stable code, when it is one this crate knows.
+    pub code: Option<ErrorCode>,
+    /// The code exactly as sent (`"CHANNEL_NOT_FOUND"`), known or not.
+    pub error_code: String,
+    /// The server's human text.
+    pub message: String,
+    /// The command the error answers, if any.
+    pub command: Option<String>,
+    /// The id of the frame the error answers (`None` when it was `null`).
+    pub request_id: Option<String>,
+    /// `payload.details`: one entry per invalid field.
+    pub details: Vec<FieldError>,
+    /// `payload.retry_after_ms` of a `RATE_LIMITED` error.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ServerError {
+    /// Reads an `error` envelope.
+    pub fn from_envelope(envelope: &Envelope) -> Self {
+        let payload = envelope.payload.as_ref();
+        let details = payload
+            .and_then(|p| p.get("details"))
+            .and_then(|d| serde_json::from_value::<Vec<FieldError>>(d.clone()).ok())
+            .unwrap_or_default();
+        Self {
+            code: envelope.error_code(),
+            error_code: envelope.error_code.clone().unwrap_or_default(),
+            message: envelope.error.clone().unwrap_or_default(),
+            command: envelope.command.clone(),
+            request_id: envelope.request_id.clone().flatten(),
+            details,
+            retry_after_ms: payload
+                .and_then(|p| p.get("retry_after_ms"))
+                .and_then(serde_json::Value::as_u64),
+        }
+    }
+}
+
+/// Everything a client call can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The URL given to [`ConnectOptions`](crate::ConnectOptions) is unusable.
+    #[error("invalid URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    /// An option value the server would refuse anyway (too long, empty…).
+    #[error("invalid option {name}: {reason}")]
+    InvalidOption { name: &'static str, reason: String },
+    /// A room, channel or client id that is not valid on the wire.
+    #[error(transparent)]
+    InvalidName(#[from] InvalidId),
+    /// A payload that is not a JSON object (SPEC §3 requires one).
+    #[error("payload must be a JSON object")]
+    PayloadNotObject,
+    /// The TCP connection or the WebSocket handshake failed.
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: Box<tungstenite::Error>,
+    },
+    /// The server refused the handshake with an HTTP status (400 for a bad
+    /// query parameter, 401 for a bad token, 503 when full or draining).
+    #[error("handshake refused with HTTP {status}: {body}")]
+    Refused { status: u16, body: String },
+    /// Nothing came back in time.
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout { what: &'static str, after: Duration },
+    /// The server answered with an `error` envelope.
+    #[error("server error {}: {}", .0.error_code, .0.message)]
+    Server(Box<ServerError>),
+    /// The connection dropped while the request was in flight: it may or
+    /// may not have been executed.
+    #[error("connection lost before the reply arrived")]
+    Disconnected,
+    /// The client is reconnecting; the request was not sent.
+    #[error("not connected (reconnecting)")]
+    NotConnected,
+    /// The client was closed, or gave up reconnecting.
+    #[error("client closed")]
+    Closed,
+    /// The server sent something this client cannot read.
+    #[error("unexpected reply from the server: {reason}")]
+    Protocol { reason: String },
+}
+
+impl ClientError {
+    /// The server's error code, when the server answered with an error.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server(err) => err.code,
+            _ => None,
+        }
+    }
+
+    /// The server's error, when the server answered with one.
+    pub fn server_error(&self) -> Option<&ServerError> {
+        match self {
+            ClientError::Server(err) => Some(err),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn protocol(reason: impl Into<String>) -> Self {
+        ClientError::Protocol {
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<ServerError> for ClientError {
+    fn from(err: ServerError) -> Self {
+        ClientError::Server(Box::new(err))
+    }
+}

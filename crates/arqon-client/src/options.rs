@@ -1,0 +1,373 @@
+//! How to connect: URL, identity (query parameters), token, timeouts,
+//! queue sizes and the reconnect policy.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use arqon_protocol::{ClientType, MAX_AVATAR_LEN, MAX_PERSONALITY_LEN, MAX_SCREEN_NAME_LEN};
+use serde::Serialize;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use crate::error::ClientError;
+
+/// What a client says about itself: the query parameters of SPEC §2, and
+/// the arguments of [`identify`](crate::Client::identify).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_type: Option<ClientType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub screen_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub personality: Option<String>,
+}
+
+impl Identity {
+    /// Checks the limits the server enforces, so that a mistake is reported
+    /// before connecting rather than as an HTTP 400.
+    pub fn validate(&self) -> Result<(), ClientError> {
+        let check = |name: &'static str, value: &Option<String>, max: usize| match value {
+            Some(text) if text.is_empty() => Err(ClientError::InvalidOption {
+                name,
+                reason: "must not be empty".to_owned(),
+            }),
+            Some(text) if text.chars().count() > max => Err(ClientError::InvalidOption {
+                name,
+                reason: format!("at most {max} characters"),
+            }),
+            _ => Ok(()),
+        };
+        check("screen_name", &self.screen_name, MAX_SCREEN_NAME_LEN)?;
+        check("avatar", &self.avatar, MAX_AVATAR_LEN)?;
+        check("personality", &self.personality, MAX_PERSONALITY_LEN)
+    }
+}
+
+/// Automatic reconnection: exponential backoff with jitter.
+///
+/// The n-th attempt (from 0) waits a random time in
+/// `[d/2, d]` where `d = min(max_delay, initial_delay * 2^n)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconnectPolicy {
+    /// Whether to reconnect at all after the connection drops.
+    pub enabled: bool,
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+    /// Give up (and close the client) after this many failed attempts in a
+    /// row; `None` = never.
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+            max_attempts: None,
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// No reconnection: a dropped connection closes the client.
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+
+    /// The delay before attempt `attempt` (0-based), jittered.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.min(30));
+        let full = self
+            .initial_delay
+            .saturating_mul(factor)
+            .min(self.max_delay);
+        let half = full / 2;
+        let jitter = rand::random_range(0.0..=1.0_f64);
+        half + half.mul_f64(jitter)
+    }
+}
+
+/// Everything [`Client::connect`](crate::Client::connect) needs.
+///
+/// ```
+/// use std::time::Duration;
+/// use arqon_client::{ClientType, ConnectOptions};
+///
+/// let options = ConnectOptions::new("ws://127.0.0.1:9100/")
+///     .client_type(ClientType::Service)
+///     .screen_name("indexer")
+///     .token("s3cret")
+///     .request_timeout(Duration::from_secs(2));
+/// assert_eq!(options.url(), "ws://127.0.0.1:9100/");
+/// ```
+#[derive(Clone)]
+pub struct ConnectOptions {
+    pub(crate) url: String,
+    pub(crate) identity: Identity,
+    pub(crate) token: Option<String>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) reconnect: ReconnectPolicy,
+    pub(crate) local_addr: Option<IpAddr>,
+    pub(crate) subscription_capacity: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) read_buffer_size: usize,
+}
+
+impl fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("url", &self.url)
+            .field("identity", &self.identity)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("reconnect", &self.reconnect)
+            .field("local_addr", &self.local_addr)
+            .field("subscription_capacity", &self.subscription_capacity)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("read_buffer_size", &self.read_buffer_size)
+            .finish()
+    }
+}
+
+impl ConnectOptions {
+    /// Options for `url` (`ws://host:port/` or `ws://host:port/ws`); any
+    /// query in `url` is kept and the identity parameters are appended.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            identity: Identity::default(),
+            token: None,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            reconnect: ReconnectPolicy::default(),
+            local_addr: None,
+            subscription_capacity: 1024,
+            queue_capacity: 1024,
+            read_buffer_size: 16 * 1024,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// `client_type` query parameter (SPEC §2).
+    #[must_use]
+    pub fn client_type(mut self, kind: ClientType) -> Self {
+        self.identity.client_type = Some(kind);
+        self
+    }
+
+    /// `screen_name` query parameter (≤ 64 chars).
+    #[must_use]
+    pub fn screen_name(mut self, name: impl Into<String>) -> Self {
+        self.identity.screen_name = Some(name.into());
+        self
+    }
+
+    /// `avatar` query parameter (≤ 512 chars).
+    #[must_use]
+    pub fn avatar(mut self, avatar: impl Into<String>) -> Self {
+        self.identity.avatar = Some(avatar.into());
+        self
+    }
+
+    /// `personality` query parameter (≤ 256 chars).
+    #[must_use]
+    pub fn personality(mut self, personality: impl Into<String>) -> Self {
+        self.identity.personality = Some(personality.into());
+        self
+    }
+
+    /// A token (SPEC §9), sent as `Authorization: Bearer <token>`.
+    #[must_use]
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Time allowed for TCP connect, handshake and the welcome frame.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Time allowed for each command or acknowledged publish.
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    #[must_use]
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// Binds the client socket to this local address before connecting
+    /// (to spread many connections over `127.0.0.x` source addresses).
+    #[must_use]
+    pub fn local_addr(mut self, addr: IpAddr) -> Self {
+        self.local_addr = Some(addr);
+        self
+    }
+
+    /// Capacity of each [`Subscription`](crate::Subscription)'s queue and
+    /// of the direct-message queue. When a subscription's queue is full the
+    /// client stops reading the socket until it has room (backpressure).
+    #[must_use]
+    pub fn subscription_capacity(mut self, capacity: usize) -> Self {
+        self.subscription_capacity = capacity.max(1);
+        self
+    }
+
+    /// Capacity of the queue from the [`Client`](crate::Client) handles to
+    /// the connection task.
+    #[must_use]
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity.max(1);
+        self
+    }
+
+    /// WebSocket read buffer (allocated per connection; small saves memory
+    /// when holding many idle connections).
+    #[must_use]
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.read_buffer_size = bytes.max(256);
+        self
+    }
+
+    /// The handshake request: URL with the identity query parameters, and
+    /// the `Authorization` header.
+    pub(crate) fn request(&self) -> Result<Request, ClientError> {
+        self.identity.validate()?;
+        let mut params = Vec::new();
+        if let Some(kind) = self.identity.client_type {
+            params.push(("client_type", kind.as_str().to_owned()));
+        }
+        for (name, value) in [
+            ("screen_name", &self.identity.screen_name),
+            ("avatar", &self.identity.avatar),
+            ("personality", &self.identity.personality),
+        ] {
+            if let Some(value) = value {
+                params.push((name, value.clone()));
+            }
+        }
+        let mut url = self.url.clone();
+        for (i, (name, value)) in params.iter().enumerate() {
+            let sep = if i == 0 && !url.contains('?') {
+                '?'
+            } else {
+                '&'
+            };
+            url.push(sep);
+            url.push_str(name);
+            url.push('=');
+            url.push_str(&percent_encode(value));
+        }
+        let invalid = |reason: String| ClientError::InvalidUrl {
+            url: self.url.clone(),
+            reason,
+        };
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| invalid(e.to_string()))?;
+        if let Some(token) = &self.token {
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                ClientError::InvalidOption {
+                    name: "token",
+                    reason: "not a valid header value".to_owned(),
+                }
+            })?;
+            request.headers_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_are_encoded() {
+        let request = ConnectOptions::new("ws://127.0.0.1:9/ws")
+            .client_type(ClientType::AiAgent)
+            .screen_name("Ada L.")
+            .personality("curious & kind")
+            .token("t0k")
+            .request()
+            .expect("valid");
+        assert_eq!(
+            request.uri().to_string(),
+            "ws://127.0.0.1:9/ws?client_type=ai-agent&screen_name=Ada%20L.&personality=curious%20%26%20kind"
+        );
+        assert_eq!(request.headers()["authorization"], "Bearer t0k");
+    }
+
+    #[test]
+    fn limits_are_checked_before_connecting() {
+        let err = ConnectOptions::new("ws://127.0.0.1:9/")
+            .screen_name("x".repeat(65))
+            .request()
+            .expect_err("too long");
+        assert!(matches!(
+            err,
+            ClientError::InvalidOption {
+                name: "screen_name",
+                ..
+            }
+        ));
+        assert!(ConnectOptions::new("not a url").request().is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let policy = ReconnectPolicy {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            ..ReconnectPolicy::default()
+        };
+        for attempt in 0..40 {
+            let d = policy.delay(attempt);
+            let full = Duration::from_millis(100)
+                .saturating_mul(2u32.saturating_pow(attempt.min(30)))
+                .min(Duration::from_secs(1));
+            assert!(d >= full / 2 && d <= full, "{attempt}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let text = format!("{:?}", ConnectOptions::new("ws://x/").token("secret"));
+        assert!(!text.contains("secret"), "{text}");
+    }
+}
