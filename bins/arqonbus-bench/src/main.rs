@@ -1,6 +1,6 @@
 //! `arqonbus-bench`: the ArqonBus load generator.
 //!
-//! Workloads (`idle`, `fanout`, `chat`, `ping`) run against a live server
+//! Workloads (`idle`, `fanout`, `chat`, `ping`, `acks`) run against a live server
 //! and print exactly one JSON result line on stdout; progress goes to
 //! stderr. Every run is bounded: `--duration`, a drain timeout, and a hard
 //! `--deadline` after which whatever was measured is printed and the
@@ -26,6 +26,7 @@
 //! ephemeral ports. When the file limit stops the bench short, the result
 //! says so in `notes`.
 
+mod acks;
 mod chat;
 mod common;
 mod conn;
@@ -64,6 +65,8 @@ enum Workload {
     Chat(chat::ChatArgs),
     /// Command round-trip latency.
     Ping(ping::PingArgs),
+    /// Publish throughput with acks (compare memory and Redis storage).
+    Acks(acks::AcksArgs),
 }
 
 impl Workload {
@@ -73,6 +76,7 @@ impl Workload {
             Workload::Fanout(_) => "fanout",
             Workload::Chat(_) => "chat",
             Workload::Ping(_) => "ping",
+            Workload::Acks(_) => "acks",
         }
     }
 
@@ -127,6 +131,7 @@ fn main() -> std::process::ExitCode {
                 Workload::Fanout(args) => fanout::run(&cli.common, args, &limit, &progress).await,
                 Workload::Chat(args) => chat::run(&cli.common, args, &limit, &progress).await,
                 Workload::Ping(args) => ping::run(&cli.common, args, &limit, &progress).await,
+                Workload::Acks(args) => acks::run(&cli.common, args, &limit, &progress).await,
             }
         };
         let outcome = tokio::time::timeout(Duration::from_secs_f64(deadline), work).await;

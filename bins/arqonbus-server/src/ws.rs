@@ -54,10 +54,12 @@ const REPLACED_CLOSE: CloseReason = CloseReason {
     reason: "replaced by a newer connection",
     discard_pending: false,
 };
-/// Per-connection read buffer. tungstenite allocates it up front (128 KiB
-/// by default), which dominates the memory of an idle connection; larger
-/// frames still arrive, the buffer grows for them.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Per-connection read buffer, and the most read in one syscall.
+/// tungstenite allocates it up front (128 KiB by default), which dominated
+/// an idle connection's memory: 4 KiB gave 9.3 KiB RSS per idle connection,
+/// 2 KiB gives 7.3 KiB (docs/benchmarks.md). Larger frames still arrive:
+/// the buffer grows for them, they just take more reads.
+const READ_BUFFER_BYTES: usize = 2 * 1024;
 /// Frames are buffered up to this size before a socket write; the writer
 /// flushes after each batch anyway.
 const WRITE_BUFFER_BYTES: usize = 32 * 1024;
