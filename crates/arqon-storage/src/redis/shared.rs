@@ -55,6 +55,14 @@ impl BatchOp {
             BatchOp::Delete(key) => key,
         }
     }
+
+    /// The entry of a write.
+    pub(crate) fn entry(&self) -> Option<&Entry> {
+        match self {
+            BatchOp::Write(entry) => Some(entry),
+            BatchOp::Delete(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Default)]

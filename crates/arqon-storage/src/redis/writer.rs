@@ -5,10 +5,11 @@
 //! 1. channels whose Redis epoch this process has not seen yet get one
 //!    `HGET meta epoch` each, in one pipeline;
 //! 2. one pipeline carries, in order: for a channel whose Redis epoch
-//!    differs from the entry's (or is absent), `DEL stream meta` and
-//!    `HSET meta epoch E` (the reset rule); every `XADD … <seq>-0`; every
-//!    `DEL` of a deleted channel; then per written channel `HSET meta epoch E
-//!    last_seq S` and `EXPIRE`/`PERSIST` of both keys.
+//!    differs from the entry's (or is absent), `DEL stream meta` (the reset
+//!    rule); per channel (between deletes) one `EVAL` of [`APPEND_SCRIPT`]
+//!    with its run of entries: every `XADD … <seq>-0`, then `HSET meta epoch
+//!    E last_seq S` and `EXPIRE`/`PERSIST` of both keys; every `DEL` of a
+//!    deleted channel in its place.
 //!
 //! Every command is idempotent given the order, so a batch that fails
 //! half-way is simply sent again: an `XADD` whose id is not above the
@@ -23,15 +24,14 @@ use std::time::Duration;
 
 use arqon_protocol::ChannelKey;
 use fred::error::Error;
-use fred::prelude::{Client, ClientLike, HashesInterface, KeysInterface, StreamsInterface, Value};
+use fred::prelude::{Client, ClientLike, HashesInterface, KeysInterface, Value};
 use fred::types::Key;
+use fred::types::{ClusterHash, CustomCommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::query::millis;
 use crate::redis::conn::{self, Class, classify};
-use crate::redis::keys::{
-    FIELD_ENVELOPE, FIELD_EPOCH, FIELD_LAST_SEQ, FIELD_TS, entry_id, meta_key, stream_key,
-};
+use crate::redis::keys::{FIELD_EPOCH, entry_id, meta_key, stream_key};
 use crate::redis::shared::{BatchOp, Outcome, Shared};
 use crate::redis::{RedisTuning, Settings};
 use crate::types::DegradedReason;
@@ -48,8 +48,54 @@ struct Failure {
 enum Owner {
     /// The batch operation at this index.
     Op(usize),
+    /// The batch operations at these indices (one channel's run of writes).
+    Ops(Vec<usize>),
     /// Bookkeeping (reset, meta, TTL) of this channel.
     Channel(ChannelKey),
+}
+
+/// Appends one channel's run of entries (KEYS: stream, meta; ARGV: maxlen,
+/// epoch, last seq, TTL seconds or 0, then id, envelope, ts per entry),
+/// then updates the meta hash and the keys' TTL: one command per channel
+/// per batch instead of one per entry. An entry whose id is not above the
+/// stream's top was written by an earlier attempt and is skipped; any other
+/// error is returned as it is, after the entries before it.
+const APPEND_SCRIPT: &str = r"
+local ttl = tonumber(ARGV[4])
+for i = 5, #ARGV, 3 do
+  local reply = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[i], 'envelope', ARGV[i + 1], 'ts', ARGV[i + 2])
+  if type(reply) == 'table' and reply.err and not string.find(reply.err, 'equal or smaller', 1, true) then
+    return reply
+  end
+end
+redis.call('HSET', KEYS[2], 'epoch', ARGV[2], 'last_seq', ARGV[3])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+else
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+end
+return 1
+";
+
+/// The writes of `ops` (which hold no delete) grouped by channel and epoch,
+/// in order of first appearance, each group's indices (offset by `base`)
+/// in buffer order.
+fn channel_runs(ops: &[BatchOp], base: usize) -> Vec<(ChannelKey, Arc<str>, Vec<usize>)> {
+    let mut runs: Vec<(ChannelKey, Arc<str>, Vec<usize>)> = Vec::new();
+    let mut at: HashMap<(ChannelKey, Arc<str>), usize> = HashMap::new();
+    for (offset, op) in ops.iter().enumerate() {
+        let Some(entry) = op.entry() else { continue };
+        let slot = *at
+            .entry((entry.key.clone(), entry.epoch.clone()))
+            .or_insert_with(|| {
+                runs.push((entry.key.clone(), entry.epoch.clone(), Vec::new()));
+                runs.len() - 1
+            });
+        runs[slot].2.push(base + offset);
+    }
+    runs
 }
 
 pub(crate) struct Writer {
@@ -215,91 +261,65 @@ impl Writer {
         let settings = &self.settings;
         let pipeline = client.pipeline();
         let mut owners: Vec<Owner> = Vec::with_capacity(batch.len() + 8);
-        // Channels written in this batch: (key, epoch, last seq), in order.
-        let mut touched: Vec<Option<(ChannelKey, Arc<str>, u64)>> = Vec::new();
-        let mut touched_at: HashMap<ChannelKey, usize> = HashMap::new();
 
         let queued: Result<(), Error> = async {
-            for (index, op) in batch.iter().enumerate() {
-                match op {
-                    BatchOp::Write(entry) => {
-                        let stream = stream_key(&entry.key);
-                        let meta = meta_key(&entry.key);
-                        let current = state.get(&entry.key).cloned().flatten();
-                        if current.as_deref() != Some(&*entry.epoch) {
-                            // The reset rule: another epoch's history (or
-                            // none) is there; start the channel over.
-                            pipeline
-                                .del::<(), _>(vec![
-                                    Key::from(stream.as_str()),
-                                    Key::from(meta.as_str()),
-                                ])
-                                .await?;
-                            owners.push(Owner::Channel(entry.key.clone()));
-                            pipeline
-                                .hset::<(), _, _>(meta.as_str(), [(FIELD_EPOCH, &*entry.epoch)])
-                                .await?;
-                            owners.push(Owner::Channel(entry.key.clone()));
-                            state.insert(entry.key.clone(), Some(entry.epoch.clone()));
-                        }
-                        pipeline
-                            .xadd::<(), _, _, _, _>(
-                                stream.as_str(),
-                                false,
-                                ("MAXLEN", "~", settings.stream_maxlen),
-                                entry_id(entry.seq),
-                                vec![
-                                    (FIELD_ENVELOPE, Value::Bytes(entry.frame.clone())),
-                                    (FIELD_TS, Value::Integer(millis(entry.at))),
-                                ],
-                            )
-                            .await?;
-                        owners.push(Owner::Op(index));
-                        let slot = (entry.key.clone(), entry.epoch.clone(), entry.seq);
-                        match touched_at.get(&entry.key) {
-                            Some(&at) => touched[at] = Some(slot),
-                            None => {
-                                touched_at.insert(entry.key.clone(), touched.len());
-                                touched.push(Some(slot));
-                            }
-                        }
-                    }
-                    BatchOp::Delete(key) => {
-                        if let Some(at) = touched_at.remove(key) {
-                            touched[at] = None;
-                        }
+            // Segments end at each delete, so that a channel's writes and
+            // its deletion stay in order; within a segment a channel's
+            // writes (already in `seq` order) go out as one script call.
+            let mut start = 0;
+            while start < batch.len() {
+                let end = batch[start..]
+                    .iter()
+                    .position(|op| matches!(op, BatchOp::Delete(_)))
+                    .map_or(batch.len(), |at| start + at);
+                for (key, epoch, indices) in channel_runs(&batch[start..end], start) {
+                    let stream = stream_key(&key);
+                    let meta = meta_key(&key);
+                    let current = state.get(&key).cloned().flatten();
+                    if current.as_deref() != Some(&*epoch) {
+                        // The reset rule: another epoch's history (or
+                        // none) is there; start the channel over.
                         pipeline
                             .del::<(), _>(vec![
-                                Key::from(stream_key(key)),
-                                Key::from(meta_key(key)),
+                                Key::from(stream.as_str()),
+                                Key::from(meta.as_str()),
                             ])
                             .await?;
-                        owners.push(Owner::Op(index));
-                        state.insert(key.clone(), None);
+                        owners.push(Owner::Channel(key.clone()));
+                        state.insert(key.clone(), Some(epoch.clone()));
                     }
-                }
-            }
-            for (key, epoch, last_seq) in touched.iter().flatten() {
-                let stream = stream_key(key);
-                let meta = meta_key(key);
-                let last_seq = i64::try_from(*last_seq).unwrap_or(i64::MAX);
-                pipeline
-                    .hset::<(), _, _>(
-                        meta.as_str(),
-                        vec![
-                            (FIELD_EPOCH, Value::from(&**epoch)),
-                            (FIELD_LAST_SEQ, Value::Integer(last_seq)),
-                        ],
-                    )
-                    .await?;
-                owners.push(Owner::Channel(key.clone()));
-                for name in [stream.as_str(), meta.as_str()] {
-                    match settings.ttl_secs {
-                        Some(secs) => pipeline.expire::<(), _>(name, secs, None).await?,
-                        None => pipeline.persist::<(), _>(name).await?,
+                    let mut args: Vec<Value> = Vec::with_capacity(8 + 3 * indices.len());
+                    args.push(Value::from(APPEND_SCRIPT));
+                    args.push(Value::Integer(2));
+                    args.push(Value::from(stream.as_str()));
+                    args.push(Value::from(meta.as_str()));
+                    let last_seq = indices
+                        .last()
+                        .and_then(|&index| batch[index].entry())
+                        .map_or(0, |entry| entry.seq);
+                    args.push(Value::Integer(settings.stream_maxlen));
+                    args.push(Value::from(&*epoch));
+                    args.push(Value::Integer(i64::try_from(last_seq).unwrap_or(i64::MAX)));
+                    args.push(Value::Integer(settings.ttl_secs.unwrap_or(0)));
+                    for entry in indices.iter().filter_map(|&index| batch[index].entry()) {
+                        args.push(Value::from(entry_id(entry.seq)));
+                        args.push(Value::Bytes(entry.frame.clone()));
+                        args.push(Value::Integer(millis(entry.at)));
                     }
-                    owners.push(Owner::Channel(key.clone()));
+                    // EVAL as a custom command: fred does not pipeline its
+                    // scripting interface. The cluster slot is the first key's.
+                    let eval = CustomCommand::new_static("EVAL", ClusterHash::Offset(2), false);
+                    pipeline.custom::<(), _>(eval, args).await?;
+                    owners.push(Owner::Ops(indices));
                 }
+                if let Some(BatchOp::Delete(key)) = batch.get(end) {
+                    pipeline
+                        .del::<(), _>(vec![Key::from(stream_key(key)), Key::from(meta_key(key))])
+                        .await?;
+                    owners.push(Owner::Op(end));
+                    state.insert(key.clone(), None);
+                }
+                start = end + 1;
             }
             Ok(())
         }
@@ -309,7 +329,6 @@ impl Writer {
             tracing::error!(backend = "redis", %error, "cannot encode a storage batch; dropping it");
             return Ok(vec![Outcome::Failed; batch.len()]);
         }
-
         let results = pipeline.try_all::<Value>().await;
         let mut outcomes = vec![Outcome::Written; batch.len()];
         if results.len() != owners.len() {
@@ -338,6 +357,15 @@ impl Writer {
                         Owner::Op(index) => {
                             outcomes[*index] = Outcome::Failed;
                             batch[*index].key()
+                        }
+                        Owner::Ops(indices) => {
+                            for &index in indices {
+                                outcomes[index] = Outcome::Failed;
+                            }
+                            indices
+                                .first()
+                                .map_or(&batch[0], |&index| &batch[index])
+                                .key()
                         }
                         Owner::Channel(key) => key,
                     };
