@@ -9,19 +9,24 @@ use std::time::Duration;
 use arqonbus_tests::{TestClient, TestServer, envelope, http_get};
 use serde_json::{Value, json};
 
-/// Reads frames until a telemetry event of `kind` arrives (others skipped).
-async fn next_event(socket: &mut TestClient, kind: &str) -> Value {
+/// Reads frames until one satisfies `wanted` (others skipped).
+async fn next_where(socket: &mut TestClient, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
         let frame = socket
             .try_recv(wait)
             .await
-            .unwrap_or_else(|| panic!("no {kind} event in time"));
-        if frame["payload"]["eventType"] == kind {
+            .unwrap_or_else(|| panic!("no {what} in time"));
+        if wanted(&frame) {
             return frame;
         }
     }
+}
+
+/// Reads frames until a telemetry event of `kind` arrives (others skipped).
+async fn next_event(socket: &mut TestClient, kind: &str) -> Value {
+    next_where(socket, kind, |frame| frame["payload"]["eventType"] == kind).await
 }
 
 fn assert_telemetry_envelope(frame: &Value) {
@@ -263,20 +268,10 @@ async fn client_telemetry_is_validated_and_rebroadcast() {
         json!({"payload": {"eventType": "model_loaded", "ms": 12}}),
     );
     client.send_json(&event).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let frame = socket
-            .try_recv(wait)
-            .await
-            .expect("the client's event arrives");
-        if frame["payload"]["eventType"] == "model_loaded" {
-            assert_eq!(frame["sender"], client.client_id.as_str());
-            assert_eq!(frame["payload"]["ms"], 12);
-            assert_eq!(frame["type"], "telemetry");
-            break;
-        }
-    }
+    let frame = next_event(&mut socket, "model_loaded").await;
+    assert_eq!(frame["sender"], client.client_id.as_str());
+    assert_eq!(frame["payload"]["ms"], 12);
+    assert_eq!(frame["type"], "telemetry");
     let bad = envelope("telemetry", json!({"payload": {"eventType": ""}}));
     client.send_json(&bad).await;
     let err = client.recv().await;

@@ -98,6 +98,20 @@ fn channel_runs(ops: &[BatchOp], base: usize) -> Vec<(ChannelKey, Arc<str>, Vec<
     runs
 }
 
+/// A pipeline that failed as a whole (not sent, timed out…): its replies
+/// are short, and the first error says why.
+fn whole_pipeline_failed<T>(results: Vec<Result<T, Error>>) -> Failure {
+    let error = results
+        .into_iter()
+        .find_map(Result::err)
+        .unwrap_or_else(|| Error::new(fred::error::ErrorKind::Protocol, "short pipeline reply"));
+    let reason = match classify(&error) {
+        Class::Retry(reason) => reason,
+        Class::Duplicate | Class::Refused => DegradedReason::ServerError,
+    };
+    Failure { reason, error }
+}
+
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     settings: Settings,
@@ -332,18 +346,7 @@ impl Writer {
         let results = pipeline.try_all::<Value>().await;
         let mut outcomes = vec![Outcome::Written; batch.len()];
         if results.len() != owners.len() {
-            // The pipeline as a whole failed (not sent, timed out…).
-            let error = results
-                .into_iter()
-                .find_map(Result::err)
-                .unwrap_or_else(|| {
-                    Error::new(fred::error::ErrorKind::Protocol, "short pipeline reply")
-                });
-            let reason = match classify(&error) {
-                Class::Retry(reason) => reason,
-                Class::Duplicate | Class::Refused => DegradedReason::ServerError,
-            };
-            return Err(Failure { reason, error });
+            return Err(whole_pipeline_failed(results));
         }
         let mut refused = 0usize;
         for (result, owner) in results.into_iter().zip(&owners) {
@@ -434,17 +437,7 @@ impl Writer {
         }
         let results = pipeline.try_all::<Option<String>>().await;
         if results.len() != unknown.len() {
-            let error = results
-                .into_iter()
-                .find_map(Result::err)
-                .unwrap_or_else(|| {
-                    Error::new(fred::error::ErrorKind::Protocol, "short pipeline reply")
-                });
-            let reason = match classify(&error) {
-                Class::Retry(reason) => reason,
-                Class::Duplicate | Class::Refused => DegradedReason::ServerError,
-            };
-            return Err(Failure { reason, error });
+            return Err(whole_pipeline_failed(results));
         }
         for (key, result) in unknown.into_iter().zip(results) {
             let epoch = match result {
