@@ -288,6 +288,18 @@ impl Session {
         match result {
             Ok((delivery, stored)) => {
                 self.bus.telemetry().record_route(started.elapsed());
+                match &publish.target {
+                    Target::Channel(key) => tracing::trace!(
+                        room = key.room(),
+                        channel = key.channel(),
+                        seq = delivery.seq,
+                        delivered = delivery.delivered,
+                        "published"
+                    ),
+                    Target::Direct(to) => {
+                        tracing::trace!(%to, delivered = delivery.delivered, "sent direct")
+                    }
+                }
                 let channel = match &publish.target {
                     Target::Channel(key) => Some(key),
                     Target::Direct(_) => None,
@@ -412,6 +424,7 @@ impl Session {
     /// `TOO_MANY_VIOLATIONS` and close 1008.
     fn error(&mut self, reply: ErrorReply<'_>, violation: bool) -> Flow {
         report_error(&self.bus, self.client.id(), reply.code, violation);
+        tracing::debug!(code = %reply.code, command = reply.command, violation, "error sent");
         if violation && self.violations.record(Instant::now()) {
             let max = self.bus.limits().max_violations;
             self.send(Envelope::error(
