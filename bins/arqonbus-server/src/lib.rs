@@ -34,7 +34,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use arqon_config::{Config, ConfigError};
+use arqon_config::{ClusterMode, Config, ConfigError};
 use arqon_storage::{Storage, StorageError};
 use arqon_telemetry::metrics::{PrometheusHandle, UPKEEP_INTERVAL, run_upkeep};
 use serde::Serialize;
@@ -55,6 +55,13 @@ pub enum ServerError {
         listener: &'static str,
         addr: String,
         source: io::Error,
+    },
+    /// A configured feature this version cannot provide; starting anyway
+    /// would silently behave differently from what was asked.
+    #[error("{setting}: {reason}")]
+    Unsupported {
+        setting: &'static str,
+        reason: &'static str,
     },
     /// Strict storage mode and Redis is unreachable (SPEC §7), or the
     /// Redis URL is unusable.
@@ -100,7 +107,7 @@ impl Server {
     /// and binds every listener the configuration names: the bus, the
     /// telemetry stream, and the optional separate HTTP port.
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
-        config.validate()?;
+        check_supported(&config)?;
         let storage = Storage::open(&config.storage).await?;
         let server = &config.server;
         let bus = bind("bus", &server.host, server.port).await?;
@@ -267,6 +274,19 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    config.validate()?;
+    check_supported(&config)?;
     Server::from_listener(listener, config).run(shutdown).await
+}
+
+/// Validates `config` and refuses what this version cannot do.
+fn check_supported(config: &Config) -> Result<(), ServerError> {
+    config.validate()?;
+    if config.cluster.mode == ClusterMode::Redis {
+        return Err(ServerError::Unsupported {
+            setting: "ARQONBUS_CLUSTER=redis",
+            reason: "scale-out across nodes (SPEC §10) is not available in this version; \
+                     unset it to run a single node",
+        });
+    }
+    Ok(())
 }

@@ -73,6 +73,15 @@ fn invalid_values_exit_64_naming_the_key_as_written() {
 }
 
 #[test]
+fn cluster_mode_is_refused_rather_than_silently_ignored() {
+    let output = run(server()
+        .env("ARQONBUS_CLUSTER", "redis")
+        .env("ARQONBUS_STORAGE", "redis")
+        .args(["--port", "0", "--telemetry-port", "0"]));
+    assert_config_error(&output, "ARQONBUS_CLUSTER");
+}
+
+#[test]
 fn invalid_toml_keys_and_values_name_the_key() {
     let mut file = tempfile("port = \"nine\"\n");
     assert_config_error(&run(server().arg("--config").arg(file.path())), "port");

@@ -8,11 +8,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use arqon_config::SlowConsumerPolicy;
 use arqon_protocol::{
     ClientId, ClientTelemetry, CommandRequest, Envelope, ErrorCode, FieldError, Inbound, MessageId,
     PROTOCOL_VERSION, ProtocolError, Publish, Rejection, Target, close, decode,
 };
-use arqon_routing::{Client, CloseReason, Publisher};
+use arqon_routing::{Client, CloseReason, Publisher, PushError};
 use arqon_storage::{Entry, Stored};
 use arqon_telemetry::{AgentAction, ClientEvent, CommandStatus, Event};
 use bytes::Bytes;
@@ -119,14 +120,32 @@ impl Session {
     /// Cancel safe: the pending future stays in place if this is dropped,
     /// and nothing is sent until it resolves.
     pub async fn resolve_pending(&mut self) {
-        if let Some(PendingReply::Waiting(future)) = self.pending.front_mut() {
-            let envelope = future.as_mut().await;
-            self.pending.pop_front();
-            self.deliver(Bytes::from(envelope.to_json()));
-        }
-        while let Some(PendingReply::Ready(_)) = self.pending.front() {
-            if let Some(PendingReply::Ready(frame)) = self.pending.pop_front() {
-                self.deliver(frame);
+        loop {
+            match self.pending.front_mut() {
+                None => return,
+                Some(PendingReply::Waiting(future)) => {
+                    let envelope = future.as_mut().await;
+                    if let Some(front) = self.pending.front_mut() {
+                        *front = PendingReply::Ready(Bytes::from(envelope.to_json()));
+                    }
+                }
+                Some(PendingReply::Ready(frame)) => {
+                    let frame = frame.clone();
+                    if let Some(frame) = self.try_deliver(frame) {
+                        // Full under the `drop` policy: a reply is never
+                        // dropped; this client waits for room instead. The
+                        // reply stays first in line until it is queued.
+                        let outbound = self.client.outbound().clone();
+                        if outbound.push_when_room(frame).await.is_ok() {
+                            self.bus
+                                .router()
+                                .stats()
+                                .delivered
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    self.pending.pop_front();
+                }
             }
         }
     }
@@ -452,9 +471,12 @@ impl Session {
     /// Sends a reply now, or after the replies still pending before it.
     fn send(&mut self, envelope: Envelope) {
         let frame = Bytes::from(envelope.to_json());
-        if self.pending.is_empty() {
-            self.deliver(frame);
+        let waiting = if self.pending.is_empty() {
+            self.try_deliver(frame)
         } else {
+            Some(frame)
+        };
+        if let Some(frame) = waiting {
             self.pending.push_back(PendingReply::Ready(frame));
         }
     }
@@ -465,8 +487,23 @@ impl Session {
             .push_back(PendingReply::Waiting(Box::pin(reply)));
     }
 
-    fn deliver(&self, frame: Bytes) {
-        self.bus.router().deliver(&self.client, frame);
+    /// Queues a reply now if it can be; returns it when it has to wait for
+    /// room (a full queue under the `drop` policy). Under `disconnect`, a
+    /// full queue closes the connection as for any slow consumer.
+    fn try_deliver(&self, frame: Bytes) -> Option<Bytes> {
+        let router = self.bus.router();
+        if router.config().slow_consumer == SlowConsumerPolicy::Disconnect {
+            router.deliver(&self.client, frame);
+            return None;
+        }
+        match self.client.send(frame.clone()) {
+            Ok(()) => {
+                router.stats().delivered.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(PushError::Full) => Some(frame),
+            Err(PushError::Closed) => None,
+        }
     }
 }
 

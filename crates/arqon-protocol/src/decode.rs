@@ -265,6 +265,11 @@ fn nested_deeper_than(text: &str, max: usize) -> bool {
     false
 }
 
+/// `{}` as raw JSON.
+fn empty_object() -> RawJson {
+    RawValue::from_string("{}".to_owned()).expect("{} is valid JSON")
+}
+
 /// Parses a JSON object's text into a map (for the few places that look
 /// inside a payload or metadata object).
 fn object_map(raw: &RawValue) -> Map<String, Value> {
@@ -600,7 +605,8 @@ impl Fields {
             envelope.error_code = self.error_code;
         }
         envelope.payload = self.payload;
-        envelope.metadata = self.metadata;
+        // Subscribers always get `metadata` (SPEC §4.1): `{}` when absent.
+        envelope.metadata = Some(self.metadata.unwrap_or_else(empty_object));
         Some(Publish {
             id: self.id,
             target,
@@ -677,6 +683,15 @@ mod tests {
         );
         let json: Value = serde_json::from_slice(&publish.envelope.to_json()).expect("json");
         assert!(json.get("extra").is_none() && json.get("from").is_none());
+    }
+
+    #[test]
+    fn relayed_messages_always_carry_metadata() {
+        let publish = publish(&frame(json!({})));
+        assert_eq!(
+            publish.envelope.metadata.as_deref().map(RawValue::get),
+            Some("{}")
+        );
     }
 
     #[test]

@@ -58,6 +58,9 @@ struct Shared {
     ready: Notify,
     /// Wakes anyone waiting in [`Outbound::discarded`].
     discarded: Notify,
+    /// Wakes anyone waiting in [`Outbound::push_when_room`]: the writer
+    /// drained the queue, or the connection is closing.
+    room: Notify,
     capacity: usize,
 }
 
@@ -77,6 +80,7 @@ impl Outbound {
                 state: Mutex::new(State::default()),
                 ready: Notify::new(),
                 discarded: Notify::new(),
+                room: Notify::new(),
                 capacity,
             }),
         }
@@ -108,6 +112,24 @@ impl Outbound {
         Ok(())
     }
 
+    /// Enqueues `frame`, waiting while the queue is full: for the replies a
+    /// client's own frames produce, which must not be dropped and may make
+    /// that client (and only it) wait. Fails only when the connection is
+    /// closing.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the frame is enqueued only on the poll that returns.
+    pub async fn push_when_room(&self, frame: Bytes) -> Result<(), PushError> {
+        loop {
+            let mut room = std::pin::pin!(self.shared.room.notified());
+            room.as_mut().enable();
+            match self.push(frame.clone()) {
+                Err(PushError::Full) => room.await,
+                done => return done,
+            }
+        }
+    }
+
     /// Asks the writer to close the connection. The first reason wins;
     /// later calls return `false`.
     pub fn close(&self, reason: CloseReason) -> bool {
@@ -128,6 +150,7 @@ impl Outbound {
         if reason.discard_pending {
             self.shared.discarded.notify_waiters();
         }
+        self.shared.room.notify_waiters();
         first
     }
 
@@ -177,6 +200,8 @@ impl Outbound {
                 if !state.frames.is_empty() {
                     buf.extend(state.frames.drain(..));
                     state.bytes = 0;
+                    drop(state);
+                    self.shared.room.notify_waiters();
                     return Batch::Frames;
                 }
                 if let Some(reason) = state.close {
@@ -278,6 +303,29 @@ mod tests {
         tokio::task::yield_now().await;
         queue.close(SLOW);
         assert_eq!(task.await.expect("waiter"), SLOW);
+    }
+
+    #[tokio::test]
+    async fn push_when_room_waits_for_the_writer_to_drain() {
+        let queue = Outbound::new(10);
+        queue.push(Bytes::from(vec![0; 8])).expect("fits");
+        let waiter = queue.clone();
+        let task =
+            tokio::spawn(async move { waiter.push_when_room(Bytes::from(vec![1; 8])).await });
+        tokio::task::yield_now().await;
+        assert!(!task.is_finished(), "the queue is full");
+        let mut buf = Vec::new();
+        assert_eq!(queue.next_batch(&mut buf).await, Batch::Frames);
+        assert_eq!(task.await.expect("task"), Ok(()));
+        assert_eq!(queue.queued_bytes(), 8);
+
+        queue.push(Bytes::from(vec![0; 8])).ok();
+        let waiter = queue.clone();
+        let task =
+            tokio::spawn(async move { waiter.push_when_room(Bytes::from(vec![1; 8])).await });
+        tokio::task::yield_now().await;
+        queue.close(SLOW);
+        assert_eq!(task.await.expect("task"), Err(PushError::Closed));
     }
 
     #[tokio::test]
