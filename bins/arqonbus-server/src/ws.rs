@@ -57,7 +57,7 @@ const REPLACED_CLOSE: CloseReason = CloseReason {
 /// Per-connection read buffer, and the most read in one syscall.
 /// tungstenite allocates it up front (128 KiB by default), which dominated
 /// an idle connection's memory: 4 KiB gave 9.3 KiB RSS per idle connection,
-/// 2 KiB gives 7.3 KiB (docs/benchmarks.md). Larger frames still arrive:
+/// 2 KiB gives 7.1 KiB (docs/benchmarks.md). Larger frames still arrive:
 /// the buffer grows for them, they just take more reads.
 const READ_BUFFER_BYTES: usize = 2 * 1024;
 /// Frames are buffered up to this size before a socket write; the writer
@@ -237,6 +237,9 @@ pub async fn upgrade(
         }))
 }
 
+/// How long a new connection waits for its cluster registration.
+const CLUSTER_REGISTER_WAIT: Duration = Duration::from_secs(2);
+
 /// Runs one connection to its end, then removes it everywhere.
 async fn run_connection(
     app: Arc<App>,
@@ -257,6 +260,19 @@ async fn run_connection(
         screen_name: client.profile().screen_name,
     });
     app.bus.agent_activity(&client, AgentAction::Connect, None);
+    if let Some(cluster) = app.bus.cluster() {
+        // Registered before the welcome, so that direct messages from any
+        // node find the client as soon as it knows its id.
+        let registered =
+            cluster.client_connected(client.id().as_str(), client.client_type().as_str());
+        match tokio::time::timeout(CLUSTER_REGISTER_WAIT, registered).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                warn!(%error, "cluster: client not registered yet; the heartbeat retries")
+            }
+            Err(_elapsed) => warn!("cluster: client registration timed out; the heartbeat retries"),
+        }
+    }
     let mut session = Session::new(app.bus.clone(), client.clone());
     session.welcome();
 
@@ -287,7 +303,11 @@ async fn run_connection(
     {
         warn!("writer did not finish within the grace period");
     }
+    let joined = client.subscriptions();
     router.unregister(&client);
+    if let Some(cluster) = app.bus.cluster() {
+        cluster.client_disconnected(client.id().as_str(), joined);
+    }
     if end == ReaderEnd::ServerClosing {
         // Complete the closing handshake: give the client a moment to
         // answer our close frame before the TCP connection goes.
