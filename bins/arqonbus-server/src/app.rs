@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use arqon_commands::Bus;
 use arqon_config::{Config, StorageMode};
 use arqon_storage::Storage;
+use arqon_storage::cluster::Cluster;
 use arqon_telemetry::metrics::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -37,8 +38,17 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config, metrics: Option<PrometheusHandle>, storage: Storage) -> Arc<Self> {
-        let bus = Arc::new(Bus::new(&config, VERSION, storage));
+    pub fn new(
+        config: Config,
+        metrics: Option<PrometheusHandle>,
+        storage: Storage,
+        cluster: Option<Cluster>,
+    ) -> Arc<Self> {
+        let mut bus = Bus::new(&config, VERSION, storage);
+        if let Some(cluster) = cluster {
+            bus = bus.with_cluster(cluster);
+        }
+        let bus = Arc::new(bus);
         Arc::new(Self {
             config,
             bus,

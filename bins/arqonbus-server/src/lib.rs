@@ -35,6 +35,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arqon_config::{ClusterMode, Config, ConfigError};
+use arqon_storage::cluster::{Cluster, ClusterSettings};
 use arqon_storage::{Storage, StorageError};
 use arqon_telemetry::metrics::{PrometheusHandle, UPKEEP_INTERVAL, run_upkeep};
 use serde::Serialize;
@@ -173,9 +174,31 @@ impl Server {
             Some(storage) => storage,
             None => Storage::open(&self.config.storage).await?,
         };
+        let (cluster, inbound) = match self.config.cluster.mode {
+            ClusterMode::Redis => {
+                let settings = ClusterSettings::new(self.config.cluster.node_id.clone());
+                let (cluster, inbound) = Cluster::open(&self.config.storage, settings).await?;
+                info!(
+                    node_id = cluster.node_id(),
+                    "cluster mode: sharing channels through Redis"
+                );
+                (Some(cluster), Some(inbound))
+            }
+            ClusterMode::None => (None, None),
+        };
         // Channels whose history outlived the last run continue their seq.
         let restored = storage.restore().await;
-        let app = app::App::new(self.config, self.metrics, storage);
+        let app = app::App::new(self.config, self.metrics, storage, cluster);
+        if let Some(mut inbound) = inbound {
+            // What other nodes publish, delivered to this node's clients.
+            let app = Arc::downgrade(&app);
+            tokio::spawn(async move {
+                while let Some(message) = inbound.recv().await {
+                    let Some(app) = app.upgrade() else { return };
+                    app.bus.deliver_inbound(message);
+                }
+            });
+        }
         for channel in restored {
             app.bus
                 .router()
@@ -278,15 +301,8 @@ pub async fn serve(
     Server::from_listener(listener, config).run(shutdown).await
 }
 
-/// Validates `config` and refuses what this version cannot do.
+/// Validates `config`.
 fn check_supported(config: &Config) -> Result<(), ServerError> {
     config.validate()?;
-    if config.cluster.mode == ClusterMode::Redis {
-        return Err(ServerError::Unsupported {
-            setting: "ARQONBUS_CLUSTER=redis",
-            reason: "scale-out across nodes (SPEC §10) is not available in this version; \
-                     unset it to run a single node",
-        });
-    }
     Ok(())
 }

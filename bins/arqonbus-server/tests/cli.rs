@@ -73,11 +73,13 @@ fn invalid_values_exit_64_naming_the_key_as_written() {
 }
 
 #[test]
-fn cluster_mode_is_refused_rather_than_silently_ignored() {
-    let output = run(server()
-        .env("ARQONBUS_CLUSTER", "redis")
-        .env("ARQONBUS_STORAGE", "redis")
-        .args(["--port", "0", "--telemetry-port", "0"]));
+fn cluster_mode_without_redis_storage_exits_64() {
+    let output = run(server().env("ARQONBUS_CLUSTER", "redis").args([
+        "--port",
+        "0",
+        "--telemetry-port",
+        "0",
+    ]));
     assert_config_error(&output, "ARQONBUS_CLUSTER");
 }
 

@@ -5,8 +5,11 @@ use std::time::Instant;
 
 use arqon_config::{Config, LimitsConfig, StorageMode};
 use arqon_protocol::{ChannelKey, Timestamp};
-use arqon_routing::{Client, Router};
+use std::sync::Arc;
+
+use arqon_routing::{Channel, Client, Router};
 use arqon_storage::Storage;
+use arqon_storage::cluster::{Cluster, Inbound};
 use arqon_telemetry::{AgentAction, Event, Telemetry};
 
 /// Product name reported by `status` and `/version`.
@@ -38,6 +41,8 @@ pub struct Bus {
     storage: Storage,
     strict_storage: bool,
     telemetry: Telemetry,
+    /// Set in cluster mode (SPEC §10).
+    cluster: Option<Cluster>,
 }
 
 impl Bus {
@@ -76,7 +81,92 @@ impl Bus {
             storage,
             strict_storage: config.storage.mode == StorageMode::Strict,
             telemetry: Telemetry::new(&config.telemetry),
+            cluster: None,
         }
+    }
+
+    /// Joins this bus to a cluster (SPEC §10): channel and direct messages,
+    /// `seq`, history and presence are shared through Redis from now on.
+    /// The caller feeds the cluster's inbound stream to
+    /// [`Bus::deliver_inbound`].
+    #[must_use]
+    pub fn with_cluster(mut self, cluster: Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// The cluster, in cluster mode.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+
+    /// The cluster when publishes can go through it now: Redis reachable,
+    /// and nothing left in the storage outage buffer (what was sequenced
+    /// locally during an outage is written first, so `seq` continues above
+    /// it).
+    pub fn cluster_route(&self) -> Option<&Cluster> {
+        let cluster = self.cluster.as_ref()?;
+        (cluster.is_connected()
+            && self.storage.is_available()
+            && self.storage.status().buffered == 0)
+            .then_some(cluster)
+    }
+
+    /// Delivers what the cluster sent this node to its local clients.
+    pub fn deliver_inbound(&self, inbound: Inbound) {
+        match inbound {
+            Inbound::Channel(message) => {
+                let skip = if message.echo {
+                    None
+                } else {
+                    arqon_protocol::ClientId::new(&message.sender).ok()
+                };
+                self.router.deliver_sequenced(
+                    &message.key,
+                    message.seq,
+                    &message.epoch,
+                    &message.frame,
+                    skip.as_ref(),
+                );
+            }
+            Inbound::Direct { target, frame } => {
+                let recipient = arqon_protocol::ClientId::new(&target)
+                    .ok()
+                    .and_then(|id| self.router.client(&id));
+                match recipient {
+                    Some(client) => {
+                        self.router.deliver(&client, frame);
+                    }
+                    None => {
+                        tracing::debug!(%target, "cluster: direct message for a client that left")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The channel's epoch and last `seq`: in cluster mode as Redis holds
+    /// them (adopted by the local channel), else the local channel's.
+    pub async fn sequence(&self, channel: &Channel) -> (Arc<str>, u64) {
+        if let Some(cluster) = self.cluster_route()
+            && let Ok(Some((epoch, seq))) = cluster.sequence(channel.key()).await
+        {
+            self.router.sync_sequence(channel.key(), &epoch, seq);
+        }
+        channel.sequence()
+    }
+
+    /// The channel `key` on this node; in cluster mode also a channel that
+    /// exists only in Redis (history written by another node), which is
+    /// then recreated here with its epoch and `seq`.
+    pub async fn find_channel(&self, key: &ChannelKey) -> Option<Arc<Channel>> {
+        if let Some(channel) = self.router.channel(key) {
+            return Some(channel);
+        }
+        let cluster = self.cluster.as_ref()?;
+        let (epoch, seq) = cluster.sequence(key).await.ok().flatten()?;
+        self.router.restore_channel(key.clone(), epoch, seq);
+        self.router.channel(key)
     }
 
     /// The telemetry hub events are emitted to.

@@ -10,10 +10,12 @@ use std::sync::atomic::Ordering;
 
 use arqon_config::SlowConsumerPolicy;
 use arqon_protocol::{
-    ClientId, ClientTelemetry, CommandRequest, Envelope, ErrorCode, FieldError, Inbound, MessageId,
-    PROTOCOL_VERSION, ProtocolError, Publish, Rejection, Target, close, decode,
+    ChannelKey, ClientId, ClientTelemetry, CommandRequest, Envelope, ErrorCode, FieldError,
+    Inbound, MessageId, PROTOCOL_VERSION, ProtocolError, Publish, RawJson, Rejection, Target,
+    close, decode, now_rfc3339,
 };
-use arqon_routing::{Client, CloseReason, Publisher, PushError};
+use arqon_routing::{Client, CloseReason, Publisher, PushError, RoutingError};
+use arqon_storage::cluster::Cluster;
 use arqon_storage::{Entry, Stored};
 use arqon_telemetry::{AgentAction, ClientEvent, CommandStatus, Event};
 use bytes::Bytes;
@@ -37,7 +39,9 @@ pub const VIOLATIONS_CLOSE: CloseReason = CloseReason {
 pub const MAX_PENDING_REPLIES: usize = 1024;
 
 /// A reply that is not ready yet.
-type ReplyFuture = Pin<Box<dyn Future<Output = Envelope> + Send + 'static>>;
+/// Resolves to `None` when, after all, nothing is owed (a publish without
+/// `ack` that went through the cluster).
+type ReplyFuture = Pin<Box<dyn Future<Output = Option<Envelope>> + Send + 'static>>;
 
 /// Replies in the order they are owed: a reply that must wait (a `history`
 /// read, an ack waiting for Redis) holds back the ones after it, so that a
@@ -123,12 +127,16 @@ impl Session {
         loop {
             match self.pending.front_mut() {
                 None => return,
-                Some(PendingReply::Waiting(future)) => {
-                    let envelope = future.as_mut().await;
-                    if let Some(front) = self.pending.front_mut() {
-                        *front = PendingReply::Ready(Bytes::from(envelope.to_json()));
+                Some(PendingReply::Waiting(future)) => match future.as_mut().await {
+                    Some(envelope) => {
+                        if let Some(front) = self.pending.front_mut() {
+                            *front = PendingReply::Ready(Bytes::from(envelope.to_json()));
+                        }
                     }
-                }
+                    None => {
+                        self.pending.pop_front();
+                    }
+                },
                 Some(PendingReply::Ready(frame)) => {
                     let frame = frame.clone();
                     if let Some(frame) = self.try_deliver(frame) {
@@ -271,6 +279,19 @@ impl Session {
             let err = CommandError::forbidden(format!("your token does not allow channel {key}"));
             return self.command_error(Some(&publish.id), None, err);
         }
+        if let Some(cluster) = self.bus.cluster_route().cloned() {
+            match &publish.target {
+                Target::Channel(key) => {
+                    let key = key.clone();
+                    return self.publish_clustered(&cluster, key, publish, started);
+                }
+                Target::Direct(target) if router.client(target).is_none() => {
+                    let target = target.clone();
+                    return self.send_direct_clustered(&cluster, target, publish);
+                }
+                Target::Direct(_) => {}
+            }
+        }
         let storage = self.bus.storage();
         let result = match &publish.target {
             Target::Channel(key) => {
@@ -335,7 +356,7 @@ impl Session {
                             let id = publish.id.clone();
                             self.send_later(async move {
                                 let payload = ack(ticket.wait().await);
-                                Envelope::response(&id, None, payload)
+                                Some(Envelope::response(&id, None, payload))
                             });
                         }
                         Some(Stored::Durable) => {
@@ -349,6 +370,133 @@ impl Session {
             }
             Err(err) => self.command_error(Some(&publish.id), None, err.into()),
         }
+    }
+
+    /// A channel publish in cluster mode: checked here, then sequenced,
+    /// stored and broadcast by Redis; every node (this one too) delivers it
+    /// when Redis broadcasts it. Should Redis fail, the message is routed
+    /// on this node alone, as in degraded storage mode.
+    fn publish_clustered(
+        &mut self,
+        cluster: &Cluster,
+        key: ChannelKey,
+        publish: Publish,
+        started: std::time::Instant,
+    ) -> Flow {
+        let router = self.bus.router();
+        if let Err(err) = router.check_publish(&self.client, &key) {
+            return self.command_error(Some(&publish.id), None, err.into());
+        }
+        let Some(channel) = router.channel(&key) else {
+            let err = RoutingError::ChannelNotFound { key };
+            return self.command_error(Some(&publish.id), None, err.into());
+        };
+        let mut envelope = publish.envelope;
+        envelope.sender = Some(self.client.id().as_str().to_owned());
+        envelope.timestamp = now_rfc3339();
+        envelope.room = Some(key.room().to_owned());
+        envelope.channel = Some(key.channel().to_owned());
+        envelope.seq = None;
+        envelope.epoch = None;
+        let mut open_frame = envelope.to_json();
+        open_frame.pop(); // the closing brace: Redis appends `seq` and `epoch`
+        let result = cluster.publish(
+            &key,
+            self.client.id().as_str(),
+            publish.echo,
+            open_frame,
+            &channel.epoch(),
+        );
+        self.bus.telemetry().record_route(started.elapsed());
+        self.bus
+            .agent_activity(&self.client, AgentAction::Message, Some(&key));
+        // The sender is among the members Redis counted, but not a recipient.
+        let sender_counted = !publish.echo && channel.has_member(self.client.id());
+        let (bus, client, echo, ack) = (
+            self.bus.clone(),
+            self.client.clone(),
+            publish.echo,
+            publish.ack,
+        );
+        let id = publish.id;
+        let outcome = async move {
+            match result.await {
+                Ok(published) => {
+                    let delivered = published.members.saturating_sub(u64::from(sender_counted));
+                    ack.then(|| {
+                        let payload = json!({"delivered": delivered, "seq": published.seq, "stored": published.stored});
+                        Envelope::response(&id, None, payload)
+                    })
+                }
+                Err(error) => {
+                    tracing::warn!(channel = %key, %error, "cluster publish failed; routed on this node only");
+                    publish_locally(&bus, &client, &key, envelope, echo, ack, &id).await
+                }
+            }
+        };
+        if ack {
+            self.send_later(outcome);
+        } else {
+            tokio::spawn(async move {
+                // Without `ack` nothing is owed unless the fallback fails.
+                if let Some(error) = outcome.await {
+                    tracing::debug!(error_code = ?error.error_code, "cluster publish fallback refused");
+                }
+            });
+        }
+        Flow::Continue
+    }
+
+    /// A direct message for a client that is not on this node: the cluster
+    /// finds its node (SPEC §4.2, §10).
+    fn send_direct_clustered(
+        &mut self,
+        cluster: &Cluster,
+        target: ClientId,
+        publish: Publish,
+    ) -> Flow {
+        let mut envelope = publish.envelope;
+        envelope.sender = Some(self.client.id().as_str().to_owned());
+        envelope.timestamp = now_rfc3339();
+        envelope.to_client = Some(target.as_str().to_owned());
+        let frame = Bytes::from(envelope.to_json());
+        let cluster = cluster.clone();
+        let (bus, client_id, id, ack) = (
+            self.bus.clone(),
+            self.client.id().clone(),
+            publish.id,
+            publish.ack,
+        );
+        self.bus
+            .agent_activity(&self.client, AgentAction::Message, None);
+        self.send_later(async move {
+            let err = match cluster.send_direct(target.as_str(), frame).await {
+                Ok(true) => {
+                    return ack.then(|| {
+                        let payload = json!({"delivered": 1, "seq": null, "stored": false});
+                        Envelope::response(&id, None, payload)
+                    });
+                }
+                Ok(false) => CommandError::from(RoutingError::TargetNotFound { client: target }),
+                Err(error) => {
+                    tracing::warn!(%error, "cluster direct message failed");
+                    CommandError::new(
+                        ErrorCode::TargetNotFound,
+                        format!("client {target} is not reachable: the cluster is unavailable"),
+                    )
+                }
+            };
+            report_error(&bus, &client_id, err.code, false);
+            Some(Envelope::error(
+                Some(&id),
+                None,
+                err.code,
+                err.message,
+                &err.details,
+                None,
+            ))
+        });
+        Flow::Continue
     }
 
     fn on_command(&mut self, request: &CommandRequest, started: std::time::Instant) -> Flow {
@@ -394,13 +542,13 @@ impl Session {
                         Err(_) => CommandStatus::Error,
                     };
                     executed(&bus, &client_id, &name, status, started);
-                    match result {
+                    Some(match result {
                         Ok(payload) => Envelope::response(&id, Some(&name), payload),
                         Err(err) => {
                             report_error(&bus, &client_id, err.code, false);
                             command_error_envelope(&id, &name, err)
                         }
-                    }
+                    })
                 });
                 Flow::Continue
             }
@@ -482,7 +630,7 @@ impl Session {
     }
 
     /// Queues a reply that resolves later, keeping the order of replies.
-    fn send_later(&mut self, reply: impl Future<Output = Envelope> + Send + 'static) {
+    fn send_later(&mut self, reply: impl Future<Output = Option<Envelope>> + Send + 'static) {
         self.pending
             .push_back(PendingReply::Waiting(Box::pin(reply)));
     }
@@ -503,6 +651,65 @@ impl Session {
             }
             Err(PushError::Full) => Some(frame),
             Err(PushError::Closed) => None,
+        }
+    }
+}
+
+/// Routes a channel message on this node alone, recording it in storage
+/// (the cluster fallback). Returns the ack when one is owed, or the error.
+async fn publish_locally(
+    bus: &Bus,
+    client: &Arc<Client>,
+    key: &ChannelKey,
+    envelope: Envelope<RawJson>,
+    echo: bool,
+    ack: bool,
+    id: &MessageId,
+) -> Option<Envelope> {
+    let storage = bus.storage();
+    let result = bus.router().publish_with(
+        Publisher::Member(client),
+        key,
+        envelope,
+        echo,
+        |sequenced| {
+            storage.record(
+                Entry {
+                    key: sequenced.key.clone(),
+                    seq: sequenced.seq,
+                    epoch: sequenced.epoch.clone(),
+                    at: arqon_protocol::now(),
+                    frame: sequenced.frame.clone(),
+                },
+                ack,
+            )
+        },
+    );
+    match result {
+        Ok((delivery, stored)) => {
+            if !ack {
+                return None;
+            }
+            let stored = match stored {
+                Stored::Pending(ticket) => ticket.wait().await,
+                Stored::Durable => true,
+                _ => false,
+            };
+            let payload =
+                json!({"delivered": delivery.delivered, "seq": delivery.seq, "stored": stored});
+            Some(Envelope::response(id, None, payload))
+        }
+        Err(err) => {
+            let err = CommandError::from(err);
+            report_error(bus, client.id(), err.code, false);
+            Some(Envelope::error(
+                Some(id),
+                None,
+                err.code,
+                err.message,
+                &err.details,
+                None,
+            ))
         }
     }
 }

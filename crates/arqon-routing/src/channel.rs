@@ -47,6 +47,9 @@ pub(crate) struct Members {
     pub(crate) list: Vec<Arc<Client>>,
     index: HashMap<ClientId, usize>,
     pub(crate) seq: u64,
+    /// The epoch `seq` counts in. Changes only in cluster mode, when Redis
+    /// holds another epoch for the channel.
+    pub(crate) epoch: Arc<str>,
     /// Set when the channel is deleted, under this lock.
     pub(crate) deleted: bool,
 }
@@ -92,7 +95,6 @@ pub struct Channel {
     kind: ChannelKind,
     spec: ChannelSpec,
     created_at: Timestamp,
-    epoch: Arc<str>,
     member_count: AtomicUsize,
     members: Mutex<Members>,
 }
@@ -108,10 +110,10 @@ impl Channel {
             kind,
             spec,
             created_at: arqon_protocol::now(),
-            epoch,
             member_count: AtomicUsize::new(0),
             members: Mutex::new(Members {
                 seq: last_seq,
+                epoch,
                 ..Members::default()
             }),
         }
@@ -126,9 +128,16 @@ impl Channel {
     }
 
     /// Changes whenever this channel's history starts over (SPEC §7): each
-    /// creation of the channel gets a new one.
-    pub fn epoch(&self) -> &Arc<str> {
-        &self.epoch
+    /// creation of the channel gets a new one. In a cluster it is the epoch
+    /// Redis holds for the channel.
+    pub fn epoch(&self) -> Arc<str> {
+        self.members().epoch.clone()
+    }
+
+    /// The epoch and the last `seq` assigned, read together.
+    pub fn sequence(&self) -> (Arc<str>, u64) {
+        let members = self.members();
+        (members.epoch.clone(), members.seq)
     }
 
     /// Current members, read without taking the members lock.

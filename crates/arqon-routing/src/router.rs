@@ -384,7 +384,7 @@ impl Router {
         Ok(Joined {
             participant_count: members.len(),
             seq: members.seq,
-            epoch: channel.epoch().clone(),
+            epoch: members.epoch.clone(),
             created,
             already_member,
         })
@@ -461,16 +461,17 @@ impl Router {
         });
         members.seq += 1;
         let seq = members.seq;
+        let epoch = members.epoch.clone();
         envelope.timestamp = now_rfc3339();
         envelope.room = Some(key.room().to_owned());
         envelope.channel = Some(key.channel().to_owned());
         envelope.seq = Some(seq);
-        envelope.epoch = Some(channel.epoch().to_string());
+        envelope.epoch = Some(epoch.to_string());
         let frame = Bytes::from(envelope.to_json());
         let recorded = on_sequenced(Sequenced {
             key,
             seq,
-            epoch: channel.epoch(),
+            epoch: &epoch,
             frame: &frame,
         });
 
@@ -487,9 +488,83 @@ impl Router {
         let delivery = Delivery {
             delivered,
             seq: Some(seq),
-            epoch: Some(channel.epoch().clone()),
+            epoch: Some(epoch),
         };
         Ok((delivery, recorded))
+    }
+
+    /// Whether a channel publish from `publisher` would be accepted now
+    /// (the checks of [`publish`](Self::publish) without publishing): the
+    /// channel exists and, when required, the sender is a member.
+    pub fn check_publish(&self, publisher: &Client, key: &ChannelKey) -> Result<(), RoutingError> {
+        let channel = self
+            .channel(key)
+            .ok_or_else(|| RoutingError::ChannelNotFound { key: key.clone() })?;
+        let members = channel.members();
+        if members.deleted {
+            return Err(RoutingError::ChannelNotFound { key: key.clone() });
+        }
+        if self.config.publish_requires_join && !members.contains(publisher.id()) {
+            return Err(RoutingError::NotSubscribed { key: key.clone() });
+        }
+        Ok(())
+    }
+
+    /// Delivers a message sequenced elsewhere (by the cluster, in Redis) to
+    /// this node's members of `key`, except `skip`. `frame` already carries
+    /// its `seq` and `epoch`; the channel adopts them, so that `join` and
+    /// `channel_info` report them and a local fallback continues from
+    /// there. A message at or below the channel's last `seq` in the same
+    /// epoch was delivered already (a replay after a reconnect) and is
+    /// skipped. Returns how many members got it.
+    pub fn deliver_sequenced(
+        &self,
+        key: &ChannelKey,
+        seq: u64,
+        epoch: &str,
+        frame: &Bytes,
+        skip: Option<&ClientId>,
+    ) -> usize {
+        let Some(channel) = self.channel(key) else {
+            return 0;
+        };
+        let mut members = channel.members();
+        if members.deleted {
+            return 0;
+        }
+        if *members.epoch == *epoch {
+            if seq <= members.seq {
+                return 0;
+            }
+        } else {
+            members.epoch = Arc::from(epoch);
+        }
+        members.seq = seq;
+        let mut delivered = 0;
+        for member in &members.list {
+            if Some(member.id()) == skip {
+                continue;
+            }
+            if self.deliver(member, frame.clone()) {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
+    /// Adopts the cluster's epoch and last `seq` for `key` (read from Redis
+    /// at a join), unless the channel has seen a later message already.
+    pub fn sync_sequence(&self, key: &ChannelKey, epoch: &str, seq: u64) {
+        let Some(channel) = self.channel(key) else {
+            return;
+        };
+        let mut members = channel.members();
+        if *members.epoch != *epoch {
+            members.epoch = Arc::from(epoch);
+            members.seq = seq;
+        } else if seq > members.seq {
+            members.seq = seq;
+        }
     }
 
     /// Sends `envelope` from `sender` to one client.

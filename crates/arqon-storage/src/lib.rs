@@ -46,6 +46,7 @@
 //! `docs/storage.md` describes the Redis layout, the epoch reset rule,
 //! retention and how to inspect a channel with `redis-cli`.
 
+pub mod cluster;
 mod error;
 mod memory;
 mod query;

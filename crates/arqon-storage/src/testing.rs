@@ -294,3 +294,259 @@ fn read_resp(reader: &mut impl BufRead) -> Resp {
         other => panic!("unexpected RESP type {other:?}"),
     }
 }
+
+/// Three `redis-server --cluster-enabled yes` masters on free ports, joined
+/// with `redis-cli --cluster create … --cluster-replicas 0 --cluster-yes`:
+/// every slot is assigned and `cluster_state:ok` on every node once
+/// [`redis_cluster`] returns. Dropping it kills the nodes and removes their
+/// directories.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<ClusterNode>,
+    dir: PathBuf,
+}
+
+#[derive(Debug)]
+struct ClusterNode {
+    port: u16,
+    child: Child,
+}
+
+/// How long the joined cluster may take to report `cluster_state:ok` and all
+/// 16384 slots assigned on every node.
+const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Starts a three-master Redis Cluster that keeps nothing, or returns `None`
+/// (after printing why) when `redis-server` or `redis-cli` is not installed
+/// and `ARQONBUS_REQUIRE_REDIS` is not `1` (then it panics).
+pub fn redis_cluster() -> Option<RedisCluster> {
+    for tool in ["redis-server", "redis-cli"] {
+        let found = Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !found {
+            if std::env::var("ARQONBUS_REQUIRE_REDIS").as_deref() == Ok("1") {
+                panic!("{tool} not found, and ARQONBUS_REQUIRE_REDIS=1 requires it");
+            }
+            eprintln!("skipping: {tool} not found");
+            return None;
+        }
+    }
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "arqon-storage-redis-cluster-{}-{n}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Built before the nodes start, so a panic below still kills them.
+    let mut cluster = RedisCluster {
+        nodes: Vec::new(),
+        dir,
+    };
+    for _ in 0..3 {
+        cluster.start_node();
+    }
+    cluster.create();
+    cluster.wait_ready();
+    Some(cluster)
+}
+
+/// A free port `P` whose cluster bus port `P + 10000` is free too (both
+/// probed by binding them), avoiding `taken` (ports and bus ports already
+/// handed out).
+fn free_cluster_port(taken: &[u16]) -> u16 {
+    for _ in 0..1000 {
+        let port = free_port();
+        let Some(bus) = port.checked_add(10000) else {
+            continue;
+        };
+        if taken
+            .iter()
+            .any(|&t| t == port || t == bus || t.checked_add(10000) == Some(port))
+        {
+            continue;
+        }
+        let Ok(client) = TcpListener::bind(("127.0.0.1", port)) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", bus)).is_ok() {
+            drop(client);
+            return port;
+        }
+    }
+    panic!("no free port P with a free cluster bus port P+10000");
+}
+
+/// Whether something on `port` answers `PING` with `+PONG`.
+fn ping_port(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+impl RedisCluster {
+    /// `redis-cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        format!("redis-cluster://{}", hosts.join(","))
+    }
+
+    /// The client ports of the masters, in start order.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|node| node.port).collect()
+    }
+
+    /// Runs a command with `redis-cli -c -p <first port> …` (cluster mode
+    /// follows `MOVED`/`ASK` redirects) and returns its stdout, trimmed.
+    /// Error replies come back as text (`ERR …`), as `redis-cli` prints them.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let port = self.nodes[0].port.to_string();
+        let output = Command::new("redis-cli")
+            .args(["-c", "-p", &port])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn redis-cli");
+        assert!(
+            output.status.success(),
+            "redis-cli -c -p {port} {args:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Starts one more master on a free port (retrying when the port, or its
+    /// bus port, is taken between the probe and the bind) and waits for PING.
+    fn start_node(&mut self) {
+        let taken = self.ports();
+        for _ in 0..10 {
+            let port = free_cluster_port(&taken);
+            let dir = self.dir.join(format!("node-{port}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string()])
+                .args(["--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                .args(["--cluster-node-timeout", "2000"])
+                .args(["--save", ""])
+                .args(["--appendonly", "no"])
+                .args(["--dir", dir.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server");
+            let mut node = ClusterNode { port, child };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if node.child.try_wait().unwrap().is_some() {
+                    break; // exited: port or bus port taken?
+                }
+                if ping_port(port) {
+                    self.nodes.push(node);
+                    return;
+                }
+                if Instant::now() >= deadline {
+                    let _ = node.child.kill();
+                    let _ = node.child.wait();
+                    panic!("cluster redis-server on port {port} never answered PING");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        panic!("could not start a cluster redis-server");
+    }
+
+    /// `redis-cli --cluster create` over all nodes: three masters, no replicas.
+    fn create(&self) {
+        let addresses: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn redis-cli --cluster create");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create {} failed ({}):\n{}\n{}",
+            addresses.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Waits until every node reports `cluster_state:ok` and
+    /// `cluster_slots_assigned:16384`, or panics after
+    /// `CLUSTER_READY_TIMEOUT`.
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + CLUSTER_READY_TIMEOUT;
+        loop {
+            let last: Vec<(u16, String)> = self
+                .nodes
+                .iter()
+                .map(|node| (node.port, node_cluster_info(node.port)))
+                .collect();
+            let ready = last.iter().all(|(_, info)| {
+                let lines: Vec<&str> = info.lines().map(str::trim).collect();
+                lines.contains(&"cluster_state:ok")
+                    && lines.contains(&"cluster_slots_assigned:16384")
+            });
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Redis Cluster on ports {:?} not ready (cluster_state:ok and \
+                 cluster_slots_assigned:16384 on every node) within {:?}; \
+                 last CLUSTER INFO: {last:#?}",
+                self.ports(),
+                CLUSTER_READY_TIMEOUT
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// `redis-cli -p <port> cluster info`, or the failure as text.
+fn node_cluster_info(port: u16) -> String {
+    match Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "cluster", "info"])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(output) => String::from_utf8_lossy(&output.stdout).into_owned(),
+        Err(error) => format!("redis-cli failed: {error}"),
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.child.kill();
+            let _ = node.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -53,13 +53,13 @@ pub(super) fn history(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Com
             "your token does not allow channel {key}"
         )));
     }
-    let channel = ctx
-        .bus
-        .router()
-        .channel(&key)
-        .ok_or(arqon_routing::RoutingError::ChannelNotFound { key: key.clone() })?;
-    let storage = ctx.bus.storage().clone();
+    let bus = ctx.bus.clone();
     Ok(Box::pin(async move {
+        let channel = bus
+            .find_channel(&key)
+            .await
+            .ok_or(arqon_routing::RoutingError::ChannelNotFound { key: key.clone() })?;
+        let storage = bus.storage();
         let stored = storage.history(&key, &query).await.map_err(|_| {
             CommandError::new(
                 ErrorCode::StorageUnavailable,
@@ -72,14 +72,15 @@ pub(super) fn history(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Com
             .iter()
             .filter_map(|frame| serde_json::from_slice(frame).ok())
             .collect();
+        let (epoch, last_seq) = bus.sequence(&channel).await;
         Ok(json!({
             "room": key.room(),
             "channel": key.channel(),
             "count": messages.len(),
             "messages": messages,
             "backend": storage.status().backend,
-            "epoch": &**channel.epoch(),
-            "last_seq": channel.last_seq(),
+            "epoch": &*epoch,
+            "last_seq": last_seq,
         }))
     }))
 }

@@ -71,10 +71,10 @@ impl std::fmt::Debug for Dispatched {
 /// Every command this server knows, by wire name.
 pub const COMMANDS: &[(&str, Handler)] = &[
     ("ping", Handler::Now(ping::ping)),
-    ("status", Handler::Now(status::status)),
+    ("status", Handler::Later(status::status)),
     ("identify", Handler::Now(identify::identify)),
-    ("join_channel", Handler::Now(channels::join)),
-    ("leave_channel", Handler::Now(channels::leave)),
+    ("join_channel", Handler::Later(channels::join)),
+    ("leave_channel", Handler::Later(channels::leave)),
     ("create_channel", Handler::Now(channels::create)),
     ("delete_channel", Handler::Now(channels::delete)),
     ("list_channels", Handler::Now(channels::list)),

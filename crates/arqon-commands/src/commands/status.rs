@@ -5,15 +5,18 @@ use std::sync::atomic::Ordering;
 use arqon_protocol::{PROTOCOL_VERSION, format_timestamp};
 use serde_json::{Map, Value, json};
 
-use super::Ctx;
+use arqon_storage::cluster::Cluster;
+
+use super::{CommandFuture, Ctx};
 use crate::args::Args;
+use crate::bus::Bus;
 use crate::bus::PRODUCT_NAME;
 use crate::error::CommandError;
 
 /// How many channels `participants.channels` lists.
 const LARGEST_CHANNELS: usize = 100;
 
-pub(super) fn status(ctx: Ctx<'_>, _args: Args<'_>) -> Result<Value, CommandError> {
+pub(super) fn status(ctx: Ctx<'_>, _args: Args<'_>) -> Result<CommandFuture, CommandError> {
     let bus = ctx.bus;
     let info = bus.info();
     let router = bus.router();
@@ -25,7 +28,7 @@ pub(super) fn status(ctx: Ctx<'_>, _args: Args<'_>) -> Result<Value, CommandErro
         .iter()
         .map(|(key, members)| (key.as_str().to_owned(), json!(members)))
         .collect();
-    Ok(json!({
+    let mut payload = json!({
         "server": {
             "name": PRODUCT_NAME,
             "version": info.version,
@@ -48,5 +51,105 @@ pub(super) fn status(ctx: Ctx<'_>, _args: Args<'_>) -> Result<Value, CommandErro
             "dropped": stats.dropped.load(Ordering::Relaxed),
         },
         "storage": {"backend": storage.backend, "degraded": storage.degraded},
+    });
+    let Some(cluster) = bus.cluster().cloned() else {
+        return Ok(Box::pin(std::future::ready(Ok(payload))));
+    };
+    let bus = bus.clone();
+    Ok(Box::pin(async move {
+        add_cluster(&cluster, &bus, &mut payload).await;
+        Ok(payload)
     }))
+}
+
+/// Cluster mode: clients, subscriptions and participants over every live
+/// node, and the list of live nodes. While Redis is unreachable the local
+/// figures stay, and `cluster.degraded` says so.
+async fn add_cluster(cluster: &Cluster, bus: &Bus, payload: &mut Value) {
+    let overview = if cluster.is_connected() {
+        cluster.overview().await.ok()
+    } else {
+        None
+    };
+    let Some(overview) = overview else {
+        payload["cluster"] = json!({
+            "mode": "redis",
+            "node_id": cluster.node_id(),
+            "degraded": true,
+            "nodes": [],
+        });
+        return;
+    };
+    let mut clients = 0u64;
+    let mut by_type: Map<String, Value> = Map::new();
+    let mut nodes = Vec::with_capacity(overview.nodes.len());
+    for node in &overview.nodes {
+        let summary: Value = node
+            .summary
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or(Value::Null);
+        let node_clients = summary["clients"].as_u64().unwrap_or(0);
+        clients += node_clients;
+        if let Some(types) = summary["by_type"].as_object() {
+            for (kind, count) in types {
+                let total = by_type.entry(kind.clone()).or_insert(json!(0));
+                *total = json!(total.as_u64().unwrap_or(0) + count.as_u64().unwrap_or(0));
+            }
+        }
+        nodes.push(json!({
+            "node_id": node.node_id,
+            "started_at": summary["started_at"],
+            "clients": node_clients,
+            "last_seen": chrono_millis(node.last_seen_ms),
+        }));
+    }
+    if !by_type.is_empty() {
+        payload["clients"]["by_type"] = Value::Object(by_type);
+    }
+    payload["clients"]["active"] = json!(clients);
+    let mut channels: Vec<(&String, &u64)> = overview.channel_members.iter().collect();
+    channels.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let subscriptions: u64 = overview.channel_members.values().sum();
+    let known: std::collections::HashSet<&str> = overview
+        .channel_members
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let local_channels = bus.router().channels(None).unwrap_or_default();
+    let mut all: std::collections::HashSet<String> =
+        known.iter().map(|key| (*key).to_owned()).collect();
+    all.extend(
+        local_channels
+            .iter()
+            .map(|channel| channel.key().as_str().to_owned()),
+    );
+    let rooms: std::collections::HashSet<&str> = all
+        .iter()
+        .filter_map(|key| key.split_once(':').map(|(room, _)| room))
+        .collect();
+    payload["rooms"] = json!(rooms.len());
+    payload["channels"] = json!(all.len());
+    payload["subscriptions"] = json!(subscriptions);
+    payload["participants"] = json!({
+        "channels": channels
+            .iter()
+            .take(LARGEST_CHANNELS)
+            .map(|(key, count)| ((*key).clone(), json!(count)))
+            .collect::<Map<String, Value>>(),
+        "truncated": channels.len() > LARGEST_CHANNELS,
+    });
+    payload["cluster"] = json!({
+        "mode": "redis",
+        "node_id": cluster.node_id(),
+        "degraded": false,
+        "nodes": nodes,
+    });
+}
+
+/// RFC 3339 (ms, `Z`) of a Unix time in milliseconds.
+fn chrono_millis(ms: i64) -> String {
+    arqon_protocol::format_timestamp(
+        chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default(),
+    )
 }

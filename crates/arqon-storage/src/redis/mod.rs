@@ -3,7 +3,7 @@
 //! mode and reconnection, and reads that merge Redis with what is still
 //! buffered.
 
-mod conn;
+pub(crate) mod conn;
 pub(crate) mod keys;
 mod read;
 mod shared;

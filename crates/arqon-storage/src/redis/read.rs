@@ -1,7 +1,9 @@
 //! Reading history, counts and the restore list from Redis.
 
 use fred::error::{Error, ErrorKind};
-use fred::prelude::{Client, HashesInterface, KeysInterface, StreamsInterface, Value};
+use fred::prelude::{
+    Client, ClientLike, ClusterInterface, HashesInterface, KeysInterface, StreamsInterface, Value,
+};
 
 use arqon_protocol::ChannelKey;
 
@@ -140,13 +142,50 @@ pub(crate) async fn count(
 
 /// Every channel with a meta hash: `SCAN` for the keys, then `HMGET` of
 /// `epoch` and `last_seq`, pipelined per page.
+/// On a Redis Cluster every primary is scanned in turn (a `SCAN` sees one
+/// node's keys only).
 pub(crate) async fn restore(client: &Client) -> Result<Vec<RestoredChannel>, Error> {
     let mut restored = Vec::new();
+    let primaries = if client.is_clustered() {
+        client
+            .cached_cluster_state()
+            .map(|state| state.unique_primary_nodes())
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    if primaries.is_empty() {
+        restore_node(client, None, &mut restored).await?;
+    }
+    for server in primaries {
+        restore_node(client, Some(server), &mut restored).await?;
+    }
+    restored.sort_by(|a, b| a.key.cmp(&b.key));
+    restored.dedup_by(|a, b| a.key == b.key);
+    Ok(restored)
+}
+
+async fn restore_node(
+    client: &Client,
+    server: Option<fred::types::config::Server>,
+    restored: &mut Vec<RestoredChannel>,
+) -> Result<(), Error> {
     let mut cursor = "0".to_owned();
     loop {
-        let (next, keys): (String, Vec<String>) = client
-            .scan_page(cursor, META_PATTERN, Some(SCAN_COUNT), None)
-            .await?;
+        let page = match &server {
+            Some(server) => {
+                client
+                    .with_cluster_node(server.clone())
+                    .scan_page(cursor, META_PATTERN, Some(SCAN_COUNT), None)
+                    .await
+            }
+            None => {
+                client
+                    .scan_page(cursor, META_PATTERN, Some(SCAN_COUNT), None)
+                    .await
+            }
+        };
+        let (next, keys): (String, Vec<String>) = page?;
         let channels: Vec<(ChannelKey, String)> = keys
             .into_iter()
             .filter_map(|name| parse_meta_key(&name).map(|key| (key, name)))
@@ -202,9 +241,7 @@ pub(crate) async fn restore(client: &Client) -> Result<Vec<RestoredChannel>, Err
         }
         cursor = next;
     }
-    restored.sort_by(|a, b| a.key.cmp(&b.key));
-    restored.dedup_by(|a, b| a.key == b.key);
-    Ok(restored)
+    Ok(())
 }
 
 /// Parses an `XRANGE`/`XREVRANGE` reply: `[[id, [field, value, …]], …]`.

@@ -68,7 +68,9 @@ for i = 5, #ARGV, 3 do
     return reply
   end
 end
-redis.call('HSET', KEYS[2], 'epoch', ARGV[2], 'last_seq', ARGV[3])
+-- Never move last_seq back: in a cluster another node may have gone further.
+local last = tonumber(redis.call('HGET', KEYS[2], 'last_seq') or '0') or 0
+redis.call('HSET', KEYS[2], 'epoch', ARGV[2], 'last_seq', math.max(last, tonumber(ARGV[3])))
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)

@@ -1,0 +1,111 @@
+//! The Lua scripts of cluster mode. Each runs atomically in Redis, so what
+//! it reads and writes is one step for every node.
+
+/// Sequences, stores and broadcasts one channel message.
+///
+/// KEYS: meta, stream, the channel's node set.
+/// ARGV: the envelope JSON without its closing brace, a fresh epoch (used
+/// when the channel has none in Redis), stream MAXLEN, TTL seconds (0 =
+/// never), the channel's Pub/Sub name, the time in ms, the header prefix
+/// (`<flags>\t<sender>\t`), and the key prefix of its members hashes.
+///
+/// Appends `,"seq":S,"epoch":"E"}` to the envelope, `XADD`s it as
+/// `<S>-0`, and `PUBLISH`es `<header prefix><S>\t<E>\n<envelope>`.
+/// Returns `{seq, epoch, members on live nodes, stored (1|0)}`.
+pub(crate) const PUBLISH: &str = r#"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'last_seq', 0)
+end
+local seq = redis.call('HINCRBY', KEYS[1], 'last_seq', 1)
+local frame = ARGV[1] .. ',"seq":' .. seq .. ',"epoch":"' .. epoch .. '"}'
+local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'envelope', frame, 'ts', ARGV[6])
+local stored = 1
+if type(added) == 'table' and added.err then
+  stored = 0
+end
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+else
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+end
+redis.call('PUBLISH', ARGV[5], ARGV[7] .. seq .. '\t' .. epoch .. '\n' .. frame)
+local members = 0
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  members = members + redis.call('HLEN', ARGV[8] .. node)
+end
+return {seq, epoch, members, stored}
+"#;
+
+/// The members of a channel on every node, as client records.
+///
+/// KEYS: the channel's node set. ARGV: the key prefix of its members
+/// hashes. A node whose members hash is gone (it died, and its keys
+/// expired) leaves the set on the way.
+pub(crate) const MEMBERS: &str = r"
+local records = {}
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local values = redis.call('HVALS', ARGV[1] .. node)
+  if #values == 0 then
+    redis.call('SREM', KEYS[1], node)
+  end
+  for _, value in ipairs(values) do
+    records[#records + 1] = value
+  end
+end
+return records
+";
+
+/// How many members a channel has on every node (as [`MEMBERS`] counts).
+///
+/// KEYS: the channel's node set. ARGV: the key prefix of its members hashes.
+pub(crate) const COUNT: &str = r"
+local total = 0
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local n = redis.call('HLEN', ARGV[1] .. node)
+  if n == 0 then
+    redis.call('SREM', KEYS[1], node)
+  end
+  total = total + n
+end
+return total
+";
+
+/// Sends a direct message to the node that holds its target.
+///
+/// KEYS: the client registry, the node registry.
+/// ARGV: target client id, envelope JSON, now (ms), node TTL (ms), the
+/// Pub/Sub name prefix of nodes.
+///
+/// Returns 1 when the target is registered on a live node (the frame was
+/// published to that node), 0 otherwise; a registration on a dead node is
+/// removed on the way.
+pub(crate) const DIRECT: &str = r"
+local node = redis.call('HGET', KEYS[1], ARGV[1])
+if not node then
+  return 0
+end
+local seen = redis.call('ZSCORE', KEYS[2], node)
+if not seen or tonumber(seen) < tonumber(ARGV[3]) - tonumber(ARGV[4]) then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 0
+end
+redis.call('PUBLISH', ARGV[5] .. node, ARGV[1] .. '\n' .. ARGV[2])
+return 1
+";
+
+/// Removes a client's registration if it still names this node (a client
+/// that reconnected elsewhere keeps the newer one).
+///
+/// KEYS: the client registry. ARGV: client id, node id.
+pub(crate) const UNREGISTER: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+";
