@@ -1,6 +1,7 @@
 //! Channel history for ArqonBus (SPEC §7, `history` in §5, acks in §4.3,
 //! the shutdown flush in §11): an in-memory ring buffer per channel, or one
-//! Redis Stream per channel with a bounded outage buffer in front of it.
+//! Redis Stream per channel with a bounded outage buffer in front of it;
+//! and, in [`cluster`], scale-out through the same Redis (SPEC §10).
 //!
 //! # Dependencies
 //!
