@@ -9,7 +9,7 @@ use arqon_config::{RoutingConfig, SlowConsumerPolicy};
 use arqon_protocol::{ChannelKey, ClientId, ClientType, Envelope, RawJson, close, now_rfc3339};
 use bytes::Bytes;
 
-use crate::channel::{Channel, ChannelKind, ChannelSpec};
+use crate::channel::{Channel, ChannelKind, ChannelSpec, Members};
 use crate::client::Client;
 use crate::error::RoutingError;
 use crate::outbound::{CloseReason, PushError};
@@ -512,11 +512,12 @@ impl Router {
 
     /// Delivers a message sequenced elsewhere (by the cluster, in Redis) to
     /// this node's members of `key`, except `skip`. `frame` already carries
-    /// its `seq` and `epoch`; the channel adopts them, so that `join` and
-    /// `channel_info` report them and a local fallback continues from
-    /// there. A message at or below the channel's last `seq` in the same
-    /// epoch was delivered already (a replay after a reconnect) and is
-    /// skipped. Returns how many members got it.
+    /// its `seq` and `epoch`; the channel adopts them (never moving `seq`
+    /// back within an epoch), so that `join` and `channel_info` report them
+    /// and a local fallback continues from there. Redis broadcasts each
+    /// message once, so every one is delivered, even when the channel has
+    /// already learnt a higher `seq` from Redis ([`Router::sync_sequence`]).
+    /// Returns how many members got it.
     pub fn deliver_sequenced(
         &self,
         key: &ChannelKey,
@@ -532,14 +533,7 @@ impl Router {
         if members.deleted {
             return 0;
         }
-        if *members.epoch == *epoch {
-            if seq <= members.seq {
-                return 0;
-            }
-        } else {
-            members.epoch = Arc::from(epoch);
-        }
-        members.seq = seq;
+        adopt_sequence(&mut members, epoch, seq);
         let mut delivered = 0;
         for member in &members.list {
             if Some(member.id()) == skip {
@@ -558,13 +552,7 @@ impl Router {
         let Some(channel) = self.channel(key) else {
             return;
         };
-        let mut members = channel.members();
-        if *members.epoch != *epoch {
-            members.epoch = Arc::from(epoch);
-            members.seq = seq;
-        } else if seq > members.seq {
-            members.seq = seq;
-        }
+        adopt_sequence(&mut channel.members(), epoch, seq);
     }
 
     /// Sends `envelope` from `sender` to one client.
@@ -667,5 +655,17 @@ impl Router {
             subscriptions: self.subscriptions.load(Ordering::Relaxed),
             largest_channels,
         }
+    }
+}
+
+/// Takes the cluster's `epoch` and `seq` for a channel: another epoch
+/// replaces the local one with its `seq`; within the same epoch `seq` only
+/// moves forward.
+fn adopt_sequence(members: &mut Members, epoch: &str, seq: u64) {
+    if *members.epoch != *epoch {
+        members.epoch = Arc::from(epoch);
+        members.seq = seq;
+    } else {
+        members.seq = members.seq.max(seq);
     }
 }

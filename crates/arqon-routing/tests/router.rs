@@ -483,3 +483,43 @@ fn restored_channels_continue_their_seq_and_keep_their_epoch() {
         42
     );
 }
+
+/// Cluster mode: a `join` or `history` elsewhere on the node may read the
+/// channel's `seq` from Redis before Redis's broadcast of that message has
+/// arrived here. The broadcast must still reach every local member, and the
+/// channel must not move its `seq` backwards.
+#[test]
+fn a_sequenced_message_is_delivered_even_after_its_seq_was_learnt() {
+    let router = router();
+    let (member, sender) = (client(), client());
+    router.register(member.clone());
+    let channel = key("science:explore");
+    router.join(&member, &channel).expect("join");
+    let epoch = router.channel(&channel).expect("channel").epoch();
+
+    router.sync_sequence(&channel, &epoch, 5);
+    let frame = Bytes::from_static(br#"{"seq":5}"#);
+    assert_eq!(
+        router.deliver_sequenced(&channel, 5, &epoch, &frame, Some(sender.id())),
+        1
+    );
+    let frame = Bytes::from_static(br#"{"seq":4}"#);
+    assert_eq!(
+        router.deliver_sequenced(&channel, 4, &epoch, &frame, None),
+        1
+    );
+    let seqs: Vec<Value> = received(&member).iter().map(|m| m["seq"].clone()).collect();
+    assert_eq!(seqs, [Value::from(5), Value::from(4)]);
+    assert_eq!(router.channel(&channel).expect("channel").sequence().1, 5);
+
+    // The sender is skipped; another epoch is adopted with its seq.
+    router.join(&sender, &channel).expect("join");
+    let frame = Bytes::from_static(br#"{"seq":1}"#);
+    assert_eq!(
+        router.deliver_sequenced(&channel, 1, "fresh", &frame, Some(sender.id())),
+        1
+    );
+    assert!(received(&sender).is_empty());
+    let (epoch, seq) = router.channel(&channel).expect("channel").sequence();
+    assert_eq!((&*epoch, seq), ("fresh", 1));
+}
