@@ -6,10 +6,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use arqon_storage::testing::free_port;
 use futures_util::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
@@ -28,14 +28,6 @@ fn run(command: &mut Command) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run arqonbus-server")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn assert_config_error(output: &Output, names: &str) {

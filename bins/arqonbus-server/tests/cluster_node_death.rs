@@ -8,11 +8,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use arqon_storage::testing::redis_server;
+use arqon_storage::testing::{free_port, redis_server};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -21,14 +20,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_arqonbus-server");
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A cluster node process on `port`.
 struct Node {

@@ -14,9 +14,9 @@ use arqon_protocol::{
     Inbound, MessageId, PROTOCOL_VERSION, ProtocolError, Publish, RawJson, Rejection, Target,
     close, decode, now_rfc3339,
 };
-use arqon_routing::{Client, CloseReason, Publisher, PushError, RoutingError};
+use arqon_routing::{Client, CloseReason, Publisher, PushError, RoutingError, Sequenced};
 use arqon_storage::cluster::Cluster;
-use arqon_storage::{Entry, Stored};
+use arqon_storage::{Entry, Storage, Stored};
 use arqon_telemetry::{AgentAction, ClientEvent, CommandStatus, Event};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
@@ -302,23 +302,12 @@ impl Session {
                     );
                     return self.command_error(Some(&publish.id), None, err);
                 }
-                // Recorded under the channel lock, so history is in `seq`
-                // order; asks for a ticket only when an ack will wait on it.
                 router.publish_with(
                     Publisher::Member(&self.client),
                     key,
                     publish.envelope,
                     publish.echo,
-                    |sequenced| {
-                        let entry = Entry {
-                            key: sequenced.key.clone(),
-                            seq: sequenced.seq,
-                            epoch: sequenced.epoch.clone(),
-                            at: arqon_protocol::now(),
-                            frame: sequenced.frame.clone(),
-                        };
-                        Some(storage.record(entry, publish.ack))
-                    },
+                    |sequenced| Some(record(storage, &sequenced, publish.ack)),
                 )
             }
             Target::Direct(target) => router
@@ -347,23 +336,16 @@ impl Session {
                 self.bus
                     .agent_activity(&self.client, AgentAction::Message, channel);
                 if publish.ack {
-                    let (delivered, seq) = (delivery.delivered, delivery.seq);
-                    let ack = move |stored: bool| json!({"delivered": delivered, "seq": seq, "stored": stored});
+                    let (id, delivered, seq) = (publish.id, delivery.delivered, delivery.seq);
                     match stored {
                         // Redis: the ack waits until the write is durable
                         // (other replies keep their order behind it).
-                        Some(Stored::Pending(ticket)) => {
-                            let id = publish.id.clone();
-                            self.send_later(async move {
-                                let payload = ack(ticket.wait().await);
-                                Some(Envelope::response(&id, None, payload))
-                            });
-                        }
-                        Some(Stored::Durable) => {
-                            self.send(Envelope::response(&publish.id, None, ack(true)))
-                        }
+                        Some(Stored::Pending(ticket)) => self.send_later(async move {
+                            Some(ack_envelope(&id, delivered, seq, ticket.wait().await))
+                        }),
+                        Some(Stored::Durable) => self.send(ack_envelope(&id, delivered, seq, true)),
                         // Degraded (buffered for later), dropped, or direct.
-                        _ => self.send(Envelope::response(&publish.id, None, ack(false))),
+                        _ => self.send(ack_envelope(&id, delivered, seq, false)),
                     }
                 }
                 Flow::Continue
@@ -383,13 +365,9 @@ impl Session {
         publish: Publish,
         started: std::time::Instant,
     ) -> Flow {
-        let router = self.bus.router();
-        if let Err(err) = router.check_publish(&self.client, &key) {
-            return self.command_error(Some(&publish.id), None, err.into());
-        }
-        let Some(channel) = router.channel(&key) else {
-            let err = RoutingError::ChannelNotFound { key };
-            return self.command_error(Some(&publish.id), None, err.into());
+        let channel = match self.bus.router().check_publish(&self.client, &key) {
+            Ok(channel) => channel,
+            Err(err) => return self.command_error(Some(&publish.id), None, err.into()),
         };
         let mut envelope = publish.envelope;
         envelope.sender = Some(self.client.id().as_str().to_owned());
@@ -423,10 +401,7 @@ impl Session {
             match result.await {
                 Ok(published) => {
                     let delivered = published.members.saturating_sub(u64::from(sender_counted));
-                    ack.then(|| {
-                        let payload = json!({"delivered": delivered, "seq": published.seq, "stored": published.stored});
-                        Envelope::response(&id, None, payload)
-                    })
+                    ack.then(|| ack_envelope(&id, delivered, Some(published.seq), published.stored))
                 }
                 Err(error) => {
                     tracing::warn!(channel = %key, %error, "cluster publish failed; routed on this node only");
@@ -472,10 +447,7 @@ impl Session {
         self.send_later(async move {
             let err = match cluster.send_direct(target.as_str(), frame).await {
                 Ok(true) => {
-                    return ack.then(|| {
-                        let payload = json!({"delivered": 1, "seq": null, "stored": false});
-                        Envelope::response(&id, None, payload)
-                    });
+                    return ack.then(|| ack_envelope(&id, 1, None, false));
                 }
                 Ok(false) => CommandError::from(RoutingError::TargetNotFound { client: target }),
                 Err(error) => {
@@ -487,14 +459,7 @@ impl Session {
                 }
             };
             report_error(&bus, &client_id, err.code, false);
-            Some(Envelope::error(
-                Some(&id),
-                None,
-                err.code,
-                err.message,
-                &err.details,
-                None,
-            ))
+            Some(command_error_envelope(&id, None, err))
         });
         Flow::Continue
     }
@@ -546,7 +511,7 @@ impl Session {
                         Ok(payload) => Envelope::response(&id, Some(&name), payload),
                         Err(err) => {
                             report_error(&bus, &client_id, err.code, false);
-                            command_error_envelope(&id, &name, err)
+                            command_error_envelope(&id, Some(&name), err)
                         }
                     })
                 });
@@ -655,6 +620,31 @@ impl Session {
     }
 }
 
+/// Records a message the router has just sequenced in history. Called
+/// under the channel lock, so history is in `seq` order; asks for a ticket
+/// only when an ack will wait on it.
+fn record(storage: &Storage, sequenced: &Sequenced<'_>, want_ticket: bool) -> Stored {
+    let entry = Entry {
+        key: sequenced.key.clone(),
+        seq: sequenced.seq,
+        epoch: sequenced.epoch.clone(),
+        at: arqon_protocol::now(),
+        frame: sequenced.frame.clone(),
+    };
+    storage.record(entry, want_ticket)
+}
+
+/// The ack of a published message (SPEC §4.3).
+fn ack_envelope(
+    id: &MessageId,
+    delivered: impl Into<Value>,
+    seq: Option<u64>,
+    stored: bool,
+) -> Envelope {
+    let payload = json!({"delivered": delivered.into(), "seq": seq, "stored": stored});
+    Envelope::response(id, None, payload)
+}
+
 /// Routes a channel message on this node alone, recording it in storage
 /// (the cluster fallback). Returns the ack when one is owed, or the error.
 async fn publish_locally(
@@ -672,18 +662,7 @@ async fn publish_locally(
         key,
         envelope,
         echo,
-        |sequenced| {
-            storage.record(
-                Entry {
-                    key: sequenced.key.clone(),
-                    seq: sequenced.seq,
-                    epoch: sequenced.epoch.clone(),
-                    at: arqon_protocol::now(),
-                    frame: sequenced.frame.clone(),
-                },
-                ack,
-            )
-        },
+        |sequenced| record(storage, &sequenced, ack),
     );
     match result {
         Ok((delivery, stored)) => {
@@ -695,21 +674,12 @@ async fn publish_locally(
                 Stored::Durable => true,
                 _ => false,
             };
-            let payload =
-                json!({"delivered": delivery.delivered, "seq": delivery.seq, "stored": stored});
-            Some(Envelope::response(id, None, payload))
+            Some(ack_envelope(id, delivery.delivered, delivery.seq, stored))
         }
         Err(err) => {
             let err = CommandError::from(err);
             report_error(bus, client.id(), err.code, false);
-            Some(Envelope::error(
-                Some(id),
-                None,
-                err.code,
-                err.message,
-                &err.details,
-                None,
-            ))
+            Some(command_error_envelope(id, None, err))
         }
     }
 }
@@ -748,13 +718,6 @@ fn executed(
     });
 }
 
-fn command_error_envelope(id: &MessageId, name: &str, err: CommandError) -> Envelope {
-    Envelope::error(
-        Some(id),
-        Some(name),
-        err.code,
-        err.message,
-        &err.details,
-        None,
-    )
+fn command_error_envelope(id: &MessageId, name: Option<&str>, err: CommandError) -> Envelope {
+    Envelope::error(Some(id), name, err.code, err.message, &err.details, None)
 }

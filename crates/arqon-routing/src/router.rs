@@ -442,17 +442,17 @@ impl Router {
             .channel(key)
             .ok_or_else(|| RoutingError::ChannelNotFound { key: key.clone() })?;
         let mut members = channel.members();
-        if members.deleted {
-            return Err(RoutingError::ChannelNotFound { key: key.clone() });
-        }
         let sender_id = match publisher {
             Publisher::Member(sender) => {
-                if self.config.publish_requires_join && !members.contains(sender.id()) {
-                    return Err(RoutingError::NotSubscribed { key: key.clone() });
-                }
+                self.admit(&members, sender, key)?;
                 Some(sender.id())
             }
-            Publisher::Relay(_) | Publisher::Server => None,
+            Publisher::Relay(_) | Publisher::Server => {
+                if members.deleted {
+                    return Err(RoutingError::ChannelNotFound { key: key.clone() });
+                }
+                None
+            }
         };
         envelope.sender = Some(match publisher {
             Publisher::Member(sender) => sender.id().as_str().to_owned(),
@@ -493,14 +493,29 @@ impl Router {
         Ok((delivery, recorded))
     }
 
-    /// Whether a channel publish from `publisher` would be accepted now
-    /// (the checks of [`publish`](Self::publish) without publishing): the
-    /// channel exists and, when required, the sender is a member.
-    pub fn check_publish(&self, publisher: &Client, key: &ChannelKey) -> Result<(), RoutingError> {
+    /// The channel `key` if `publisher` may publish to it now: the checks
+    /// of [`publish`](Self::publish), without publishing.
+    pub fn check_publish(
+        &self,
+        publisher: &Client,
+        key: &ChannelKey,
+    ) -> Result<Arc<Channel>, RoutingError> {
         let channel = self
             .channel(key)
             .ok_or_else(|| RoutingError::ChannelNotFound { key: key.clone() })?;
-        let members = channel.members();
+        self.admit(&channel.members(), publisher, key)?;
+        Ok(channel)
+    }
+
+    /// A member's publish to a channel it looked up: the channel must not
+    /// have been deleted since, and the sender must have joined it when
+    /// `publish_requires_join` is on.
+    fn admit(
+        &self,
+        members: &Members,
+        publisher: &Client,
+        key: &ChannelKey,
+    ) -> Result<(), RoutingError> {
         if members.deleted {
             return Err(RoutingError::ChannelNotFound { key: key.clone() });
         }

@@ -43,8 +43,10 @@ pub fn durable_redis_server() -> Option<RedisServer> {
     start_server(true)
 }
 
-fn start_server(durable: bool) -> Option<RedisServer> {
-    let found = Command::new("redis-server")
+/// Whether `tool` runs (`tool --version`). When it does not: panics if
+/// `ARQONBUS_REQUIRE_REDIS=1`, else prints `skipping: <tool> not found`.
+fn tool_available(tool: &str) -> bool {
+    let found = Command::new(tool)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -52,9 +54,15 @@ fn start_server(durable: bool) -> Option<RedisServer> {
         .is_ok_and(|status| status.success());
     if !found {
         if std::env::var("ARQONBUS_REQUIRE_REDIS").as_deref() == Ok("1") {
-            panic!("redis-server not found, and ARQONBUS_REQUIRE_REDIS=1 requires it");
+            panic!("{tool} not found, and ARQONBUS_REQUIRE_REDIS=1 requires it");
         }
-        eprintln!("skipping: redis-server not found");
+        eprintln!("skipping: {tool} not found");
+    }
+    found
+}
+
+fn start_server(durable: bool) -> Option<RedisServer> {
+    if !tool_available("redis-server") {
         return None;
     }
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -320,20 +328,11 @@ const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// (after printing why) when `redis-server` or `redis-cli` is not installed
 /// and `ARQONBUS_REQUIRE_REDIS` is not `1` (then it panics).
 pub fn redis_cluster() -> Option<RedisCluster> {
-    for tool in ["redis-server", "redis-cli"] {
-        let found = Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        if !found {
-            if std::env::var("ARQONBUS_REQUIRE_REDIS").as_deref() == Ok("1") {
-                panic!("{tool} not found, and ARQONBUS_REQUIRE_REDIS=1 requires it");
-            }
-            eprintln!("skipping: {tool} not found");
-            return None;
-        }
+    if !["redis-server", "redis-cli"]
+        .into_iter()
+        .all(tool_available)
+    {
+        return None;
     }
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);

@@ -1,5 +1,6 @@
 //! `status`: what the server is doing, in one reply.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use arqon_protocol::{PROTOCOL_VERSION, format_timestamp};
@@ -111,20 +112,15 @@ async fn add_cluster(cluster: &Cluster, bus: &Bus, payload: &mut Value) {
     let mut channels: Vec<(&String, &u64)> = overview.channel_members.iter().collect();
     channels.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
     let subscriptions: u64 = overview.channel_members.values().sum();
-    let known: std::collections::HashSet<&str> = overview
+    // Channels with members anywhere, and this node's (with or without).
+    let local_channels = bus.router().channels(None).unwrap_or_default();
+    let mut all: HashSet<&str> = overview
         .channel_members
         .keys()
         .map(String::as_str)
         .collect();
-    let local_channels = bus.router().channels(None).unwrap_or_default();
-    let mut all: std::collections::HashSet<String> =
-        known.iter().map(|key| (*key).to_owned()).collect();
-    all.extend(
-        local_channels
-            .iter()
-            .map(|channel| channel.key().as_str().to_owned()),
-    );
-    let rooms: std::collections::HashSet<&str> = all
+    all.extend(local_channels.iter().map(|channel| channel.key().as_str()));
+    let rooms: HashSet<&str> = all
         .iter()
         .filter_map(|key| key.split_once(':').map(|(room, _)| room))
         .collect();
