@@ -575,14 +575,6 @@ impl Cluster {
                     tracing::debug!(channel = %key, %error, "cluster: presence not updated; it expires with the node TTL");
                 }
             }
-            let summary = async {
-                let pipeline = cluster.inner.client.pipeline();
-                cluster.queue_summary(&pipeline).await?;
-                pipeline.all::<Value>().await
-            };
-            if let Err(error) = summary.await {
-                tracing::debug!(%error, "cluster: node summary not updated");
-            }
             let (command, args) = eval(
                 scripts::UNREGISTER,
                 vec![CLIENTS_KEY.to_owned()],
@@ -591,8 +583,14 @@ impl Cluster {
                     Value::from(cluster.node_id()),
                 ],
             );
-            if let Err(error) = cluster.inner.client.custom::<Value, _>(command, args).await {
-                tracing::debug!(%error, "cluster: client registration not removed");
+            let unregistered = async {
+                let pipeline = cluster.inner.client.pipeline();
+                pipeline.custom::<(), _>(command, args).await?;
+                cluster.queue_summary(&pipeline).await?;
+                pipeline.all::<Value>().await
+            };
+            if let Err(error) = unregistered.await {
+                tracing::debug!(%error, "cluster: client registration not removed yet");
             }
         });
     }
@@ -616,9 +614,7 @@ impl Cluster {
             .entry(key.clone())
             .or_default()
             .insert(client_id.to_owned(), record.clone());
-        self.sync_subscription(key)
-            .await
-            .inspect_err(|_| self.mark_dirty())?;
+        self.sync_subscription(key).await?;
         let node = self.node_id();
         let ttl = millis(self.inner.settings.node_ttl);
         let local_count = self.local_count(key);
@@ -723,14 +719,14 @@ impl Cluster {
                 .subscriber
                 .subscribe(live_channel(key))
                 .await
-                .map_err(unavailable)?;
+                .map_err(|error| self.failed(error))?;
             subscribed.insert(key.clone());
         } else if !wanted && has {
             self.inner
                 .subscriber
                 .unsubscribe(live_channel(key))
                 .await
-                .map_err(unavailable)?;
+                .map_err(|error| self.failed(error))?;
             subscribed.remove(key);
         }
         Ok(())
