@@ -42,6 +42,10 @@ pub struct FanoutArgs {
     /// Bisection steps after the first failure.
     #[arg(long, default_value_t = 4)]
     pub refine_steps: u32,
+    /// Connect the publisher here instead of `--url` (the subscribers stay
+    /// on `--url`): cross-node fan-out through a cluster.
+    #[arg(long)]
+    pub publish_url: Option<String>,
 }
 
 /// The outcome of one fixed-rate run.
@@ -133,7 +137,7 @@ async fn step(
     let channel: Arc<str> = Arc::from(format!("f{}", rand_suffix()));
 
     // The publisher: the client crate.
-    let mut options = ConnectOptions::new(&common.url)
+    let mut options = ConnectOptions::new(args.publish_url.as_deref().unwrap_or(&common.url))
         .reconnect(ReconnectPolicy::disabled())
         .request_timeout(Duration::from_secs(30))
         .queue_capacity(4096);
@@ -318,7 +322,8 @@ async fn step(
             "params": {"subscribers": args.subscribers, "rate_msgs_per_sec": rate,
                        "offered_deliveries_per_sec": rate * args.subscribers as f64,
                        "duration_s": common.duration, "payload_bytes": common.payload_bytes,
-                       "channel": format!("{room}:{channel}")},
+                       "channel": format!("{room}:{channel}"),
+                       "publish_url": args.publish_url.as_deref().unwrap_or(&common.url)},
             "connections": connections,
             "published": expected,
             "publish_seconds": (publish_seconds * 1000.0).round() / 1000.0,
