@@ -16,6 +16,10 @@ use arqonbus_tests::{TestClient, TestServer, envelope, eventually};
 use serde_json::{Value, json};
 
 async fn node(url: &str, id: &str) -> TestServer {
+    node_with(url, id, true).await
+}
+
+async fn node_with(url: &str, id: &str, auto_create: bool) -> TestServer {
     let (url, id) = (url.to_owned(), id.to_owned());
     TestServer::with(move |b| {
         b.storage(StorageBackend::Redis)
@@ -23,6 +27,7 @@ async fn node(url: &str, id: &str) -> TestServer {
             .cluster(ClusterMode::Redis)
             .node_id(id)
             .rate_limit_per_sec(0)
+            .auto_create_channels(auto_create)
     })
     .await
 }
@@ -280,4 +285,68 @@ async fn a_node_serves_its_clients_while_redis_is_down_and_recovers() {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn channels_created_or_deleted_on_one_node_are_so_on_every_node() {
+    let Some(redis) = redis_server() else { return };
+    let a = node_with(&redis.url(), "node-a", false).await;
+    let b = node_with(&redis.url(), "node-b", false).await;
+    let mut admin = a.connect().await;
+    let mut other_admin = b.connect().await;
+    let mut bob = b.connect().await;
+    let admin_id = client_id(&mut admin).await;
+    let args = json!({"room": "ops", "channel": "alerts", "description": "pager"});
+
+    let created = admin.command("create_channel", args.clone()).await;
+    assert_eq!(created["status"], "success", "{created}");
+    let listed = other_admin
+        .command("list_channels", json!({"room": "ops"}))
+        .await;
+    assert_eq!(listed["payload"]["total"], 1, "{listed}");
+    let record = &listed["payload"]["channels"][0];
+    assert_eq!(record["description"], "pager", "{listed}");
+    assert_eq!(record["created_by"], admin_id, "{listed}");
+    assert_eq!(record["auto_created"], false, "{listed}");
+    // Auto-create is off, yet the channel is joinable on the other node.
+    let joined = bob.join("ops", "alerts").await;
+    assert_eq!(joined["payload"]["participant_count"], 1, "{joined}");
+    for client in [&mut admin, &mut other_admin] {
+        let again = client.command("create_channel", args.clone()).await;
+        assert_eq!(again["error_code"], "CHANNEL_EXISTS", "{again}");
+    }
+
+    let at_a = admin.command("list_channels", json!({"room": "ops"})).await;
+    assert_eq!(
+        at_a["payload"]["channels"][0]["participant_count"], 1,
+        "{at_a}"
+    );
+    let refused = admin
+        .command(
+            "delete_channel",
+            json!({"room": "ops", "channel": "alerts"}),
+        )
+        .await;
+    assert_eq!(refused["error_code"], "CHANNEL_NOT_EMPTY", "{refused}");
+    let gone = admin
+        .command(
+            "delete_channel",
+            json!({"room": "ops", "channel": "alerts", "force": true}),
+        )
+        .await;
+    assert_eq!(gone["payload"]["removed_members"], 1, "{gone}");
+    let notice = bob.recv().await;
+    assert_eq!(notice["type"], "system", "{notice}");
+    assert_eq!(notice["payload"]["event"], "channel_deleted", "{notice}");
+    eventually(Duration::from_secs(5), "deleted on node b", async || {
+        let listed = other_admin
+            .command("list_channels", json!({"room": "ops"}))
+            .await;
+        listed["error_code"] == "ROOM_NOT_FOUND"
+    })
+    .await;
+    let join = bob
+        .command("join_channel", json!({"room": "ops", "channel": "alerts"}))
+        .await;
+    assert_eq!(join["error_code"], "CHANNEL_NOT_FOUND", "{join}");
 }

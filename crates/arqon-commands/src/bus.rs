@@ -7,10 +7,13 @@ use arqon_config::{Config, LimitsConfig, StorageMode};
 use arqon_protocol::{ChannelKey, Timestamp};
 use std::sync::Arc;
 
-use arqon_routing::{Channel, Client, Router};
+use arqon_protocol::Envelope;
+use arqon_routing::{Channel, ChannelSpec, Client, Router, RoutingError};
 use arqon_storage::Storage;
 use arqon_storage::cluster::{Cluster, Inbound};
 use arqon_telemetry::{AgentAction, Event, Telemetry};
+use bytes::Bytes;
+use serde_json::json;
 
 /// Product name reported by `status` and `/version`.
 pub const PRODUCT_NAME: &str = "ArqonBus";
@@ -142,6 +145,17 @@ impl Bus {
                     }
                 }
             }
+            Inbound::ChannelDeleted(key) => {
+                // Gone already on the node that deleted it.
+                let _ = self.delete_channel_here(&key, true);
+                if let Some(cluster) = self.cluster.clone() {
+                    tokio::spawn(async move {
+                        if let Err(error) = cluster.channel_gone(&key).await {
+                            tracing::debug!(channel = %key, %error, "cluster: presence of a deleted channel expires with the node TTL");
+                        }
+                    });
+                }
+            }
         }
     }
 
@@ -157,16 +171,59 @@ impl Bus {
     }
 
     /// The channel `key` on this node; in cluster mode also a channel that
-    /// exists only in Redis (history written by another node), which is
-    /// then recreated here with its epoch and `seq`.
+    /// exists only elsewhere (created on another node, or with history in
+    /// Redis), which is then created here with its shared record, epoch and
+    /// `seq`.
     pub async fn find_channel(&self, key: &ChannelKey) -> Option<Arc<Channel>> {
         if let Some(channel) = self.router.channel(key) {
             return Some(channel);
         }
         let cluster = self.cluster.as_ref()?;
-        let (epoch, seq) = cluster.sequence(key).await.ok().flatten()?;
-        self.router.restore_channel(key.clone(), epoch, seq);
-        self.router.channel(key)
+        let (record, sequence) = tokio::join!(cluster.channel_record(key), cluster.sequence(key));
+        let record = record
+            .ok()
+            .flatten()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+        let sequence = sequence.ok().flatten();
+        if record.is_none() && sequence.is_none() {
+            return None;
+        }
+        let spec = ChannelSpec {
+            restored: sequence,
+            ..record.as_ref().map_or_else(
+                || ChannelSpec {
+                    auto_created: true,
+                    ..ChannelSpec::default()
+                },
+                ChannelSpec::from_record,
+            )
+        };
+        match self.router.create_channel(key.clone(), spec) {
+            Ok(channel) => Some(channel),
+            // Created here meanwhile.
+            Err(_) => self.router.channel(key),
+        }
+    }
+
+    /// Deletes a channel on this node: members (only with `force`) get a
+    /// `system` notice and lose the subscription. Returns how many.
+    pub fn delete_channel_here(
+        &self,
+        key: &ChannelKey,
+        force: bool,
+    ) -> Result<usize, RoutingError> {
+        let notice = Envelope::system(
+            key.room(),
+            key.channel(),
+            json!({
+                "event": "channel_deleted",
+                "room": key.room(),
+                "channel": key.channel(),
+                "message": format!("channel {key} was deleted; you are no longer subscribed"),
+            }),
+        );
+        self.router
+            .delete_channel(key, force, Bytes::from(notice.to_json()))
     }
 
     /// The telemetry hub events are emitted to.

@@ -37,6 +37,29 @@ pub struct ChannelSpec {
     /// its epoch, and the last `seq` assigned. `None` starts a new epoch
     /// at `seq` 0.
     pub restored: Option<(Arc<str>, u64)>,
+    /// When the channel was first created, if that was elsewhere (another
+    /// cluster node); `None` is now.
+    pub created_at: Option<Timestamp>,
+}
+
+impl ChannelSpec {
+    /// The spec of a channel described by its record (SPEC §5, as
+    /// [`Channel::record`] writes it), such as another cluster node shared.
+    /// Missing or mistyped fields take their defaults.
+    pub fn from_record(record: &Value) -> Self {
+        Self {
+            created_by: record["created_by"]
+                .as_str()
+                .and_then(|id| ClientId::new(id).ok()),
+            auto_created: record["auto_created"].as_bool().unwrap_or(false),
+            description: record["description"].as_str().map(str::to_owned),
+            metadata: record["metadata"].as_object().cloned().unwrap_or_default(),
+            restored: None,
+            created_at: record["created_at"]
+                .as_str()
+                .and_then(arqon_protocol::parse_timestamp),
+        }
+    }
 }
 
 /// Members in join order plus an index for O(1) membership and removal,
@@ -108,8 +131,8 @@ impl Channel {
         Self {
             key,
             kind,
+            created_at: spec.created_at.unwrap_or_else(arqon_protocol::now),
             spec,
-            created_at: arqon_protocol::now(),
             member_count: AtomicUsize::new(0),
             members: Mutex::new(Members {
                 seq: last_seq,
@@ -203,6 +226,32 @@ mod tests {
             Profile::default(),
             1024,
         ))
+    }
+
+    #[test]
+    fn a_record_gives_back_its_spec() {
+        let creator = ClientId::generate();
+        let mut metadata = Map::new();
+        metadata.insert("team".into(), json!("ops"));
+        let original = Channel::new(
+            ChannelKey::new("ops", "alerts").expect("valid"),
+            ChannelKind::General,
+            ChannelSpec {
+                created_by: Some(creator.clone()),
+                description: Some("pager".into()),
+                metadata: metadata.clone(),
+                ..ChannelSpec::default()
+            },
+        );
+        let spec = ChannelSpec::from_record(&original.record());
+        assert_eq!(spec.created_by, Some(creator));
+        assert!(!spec.auto_created);
+        assert_eq!(spec.description.as_deref(), Some("pager"));
+        assert_eq!(spec.metadata, metadata);
+        let copy = Channel::new(original.key().clone(), ChannelKind::General, spec);
+        assert_eq!(copy.record(), original.record());
+        let empty = ChannelSpec::from_record(&json!({}));
+        assert!(empty.created_by.is_none() && empty.created_at.is_none());
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Channel commands: join, leave, create, delete, list, info (SPEC §5).
 
-use arqon_protocol::{Envelope, format_timestamp};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arqon_routing::{Channel, ChannelSpec, Client};
+use arqon_protocol::{ChannelKey, ClientId, ErrorCode, format_timestamp};
+use arqon_routing::{Channel, ChannelKind, ChannelSpec, Client, RoutingError};
 use arqon_storage::cluster::Cluster;
 use arqon_telemetry::{AgentAction, Event};
 use bytes::Bytes;
@@ -24,9 +25,36 @@ pub(super) fn join(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Comman
             "your token does not allow channel {key}"
         )));
     }
-    let joined = ctx.bus.router().join(ctx.client, &key)?;
-    let telemetry = ctx.bus.telemetry();
-    let client_id = Some(ctx.client.id().clone());
+    let (bus, client) = (ctx.bus.clone(), ctx.client.clone());
+    let Some(cluster) = bus.cluster().cloned() else {
+        return Ok(ready(join_here(&bus, &client, &key)?.0));
+    };
+    if bus.router().channel(&key).is_none() && !bus.router().config().auto_create_channels {
+        // Not auto-created: the channel may exist on other nodes only.
+        return Ok(Box::pin(async move {
+            bus.find_channel(&key).await;
+            let (reply, created) = join_here(&bus, &client, &key)?;
+            Ok(join_cluster(&cluster, &bus, &client, &key, reply, created).await)
+        }));
+    }
+    // The local join happens now, so that a publish right behind it is
+    // accepted; the reply waits for Redis.
+    let (reply, created) = join_here(&bus, &client, &key)?;
+    Ok(Box::pin(async move {
+        Ok(join_cluster(&cluster, &bus, &client, &key, reply, created).await)
+    }))
+}
+
+/// Joins `client` to `key` on this node (creating the channel when
+/// allowed); returns the reply and whether the channel was created.
+fn join_here(
+    bus: &Bus,
+    client: &Arc<Client>,
+    key: &ChannelKey,
+) -> Result<(Value, bool), CommandError> {
+    let joined = bus.router().join(client, key)?;
+    let telemetry = bus.telemetry();
+    let client_id = Some(client.id().clone());
     if joined.created {
         telemetry.emit_with(|| Event::ChannelCreated {
             client_id: client_id.clone(),
@@ -38,44 +66,57 @@ pub(super) fn join(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Comman
             client_id,
             channel: key.clone(),
         });
-        ctx.bus
-            .agent_activity(ctx.client, AgentAction::Join, Some(&key));
+        bus.agent_activity(client, AgentAction::Join, Some(key));
     }
-    let mut reply = json!({
+    let reply = json!({
         "room": key.room(),
         "channel": key.channel(),
         "participant_count": joined.participant_count,
         "seq": joined.seq,
         "epoch": &*joined.epoch,
     });
-    let Some(cluster) = ctx.bus.cluster().cloned() else {
-        return Ok(ready(reply));
-    };
-    // Cluster: the reply waits until this node listens to the channel in
-    // Redis and the membership is recorded there, so a message published
-    // anywhere after the reply reaches this client, and counts on every
-    // node include it. Should Redis be down, the local join stands.
-    let (bus, client) = (ctx.bus.clone(), ctx.client.clone());
-    let record = participant(&client).to_string();
-    Ok(Box::pin(async move {
-        match cluster.joined(&key, client.id().as_str(), record).await {
-            Ok((members, sequence)) => {
-                if let Some((epoch, seq)) = sequence {
-                    bus.router().sync_sequence(&key, &epoch, seq);
-                }
-                if let Some(channel) = bus.router().channel(&key) {
-                    let (epoch, seq) = channel.sequence();
-                    reply["seq"] = json!(seq);
-                    reply["epoch"] = json!(&*epoch);
-                }
-                reply["participant_count"] = json!(members.max(1));
+    Ok((reply, joined.created))
+}
+
+/// The cluster part of a join: the reply waits until this node listens to
+/// the channel in Redis and the membership is recorded there, so a message
+/// published anywhere after the reply reaches this client, and counts on
+/// every node include it; a channel created by this join is shared with the
+/// other nodes. Should Redis be down, the local join stands.
+async fn join_cluster(
+    cluster: &Cluster,
+    bus: &Bus,
+    client: &Client,
+    key: &ChannelKey,
+    mut reply: Value,
+    created: bool,
+) -> Value {
+    if created
+        && let Some(channel) = bus.router().channel(key)
+        && let Err(error) = cluster
+            .register_channel(key, &channel.record().to_string())
+            .await
+    {
+        tracing::warn!(channel = %key, %error, "cluster: channel record not shared with the other nodes");
+    }
+    let record = participant(client).to_string();
+    match cluster.joined(key, client.id().as_str(), record).await {
+        Ok((members, sequence)) => {
+            if let Some((epoch, seq)) = sequence {
+                bus.router().sync_sequence(key, &epoch, seq);
             }
-            Err(error) => {
-                tracing::warn!(channel = %key, %error, "cluster: join recorded on this node only");
+            if let Some(channel) = bus.router().channel(key) {
+                let (epoch, seq) = channel.sequence();
+                reply["seq"] = json!(seq);
+                reply["epoch"] = json!(&*epoch);
             }
+            reply["participant_count"] = json!(members.max(1));
         }
-        Ok(reply)
-    }))
+        Err(error) => {
+            tracing::warn!(channel = %key, %error, "cluster: join recorded on this node only");
+        }
+    }
+    reply
 }
 
 /// A finished command's payload as a [`CommandFuture`].
@@ -120,7 +161,7 @@ pub(super) fn leave(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Comma
     }))
 }
 
-pub(super) fn create(ctx: Ctx<'_>, args: Args<'_>) -> Result<Value, CommandError> {
+pub(super) fn create(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, CommandError> {
     ctx.require_admin("create_channel")?;
     let key = args.channel_key()?;
     let spec = ChannelSpec {
@@ -128,55 +169,150 @@ pub(super) fn create(ctx: Ctx<'_>, args: Args<'_>) -> Result<Value, CommandError
         auto_created: false,
         description: args.opt_str("description")?.map(str::to_owned),
         metadata: args.opt_object("metadata")?.cloned().unwrap_or_default(),
-        restored: None,
+        ..ChannelSpec::default()
     };
-    let channel = ctx.bus.router().create_channel(key.clone(), spec)?;
-    let client_id = Some(ctx.client.id().clone());
-    ctx.bus.telemetry().emit_with(|| Event::ChannelCreated {
-        client_id,
-        channel: key,
-    });
-    Ok(channel.record())
+    let (bus, client_id) = (ctx.bus.clone(), ctx.client.id().clone());
+    let Some(cluster) = bus.cluster().cloned() else {
+        let channel = bus.router().create_channel(key.clone(), spec)?;
+        created(&bus, client_id, key);
+        return Ok(ready(channel.record()));
+    };
+    // Cluster: the name must be free on every node.
+    Ok(Box::pin(async move {
+        bus.find_channel(&key).await;
+        let channel = bus.router().create_channel(key.clone(), spec)?;
+        let record = channel.record();
+        match cluster.register_channel(&key, &record.to_string()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Another node created it meanwhile: its record stands.
+                let _ = bus.router().delete_channel(&key, false, Bytes::new());
+                return Err(RoutingError::ChannelExists { key }.into());
+            }
+            Err(error) => {
+                tracing::warn!(channel = %key, %error, "cluster: channel created on this node only for now");
+            }
+        }
+        created(&bus, client_id, key);
+        Ok(record)
+    }))
 }
 
-pub(super) fn delete(ctx: Ctx<'_>, args: Args<'_>) -> Result<Value, CommandError> {
+/// Emits `channel_created` for `create_channel`.
+fn created(bus: &Bus, client_id: ClientId, key: ChannelKey) {
+    bus.telemetry().emit_with(|| Event::ChannelCreated {
+        client_id: Some(client_id),
+        channel: key,
+    });
+}
+
+pub(super) fn delete(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, CommandError> {
     ctx.require_admin("delete_channel")?;
     let key = args.channel_key()?;
     let force = args.opt_bool("force")?.unwrap_or(false);
-    let notice = Envelope::system(
-        key.room(),
-        key.channel(),
-        json!({
-            "event": "channel_deleted",
-            "room": key.room(),
-            "channel": key.channel(),
-            "message": format!("channel {key} was deleted; you are no longer subscribed"),
-        }),
-    );
-    let removed = ctx
-        .bus
+    let (bus, client_id) = (ctx.bus.clone(), ctx.client.id().clone());
+    let Some(cluster) = bus.cluster().cloned() else {
+        let removed = bus.delete_channel_here(&key, force)?;
+        return Ok(ready(deleted(&bus, client_id, &key, removed)));
+    };
+    if bus
         .router()
-        .delete_channel(&key, force, Bytes::from(notice.to_json()))?;
-    // Its history goes with it: a channel created again starts a new epoch.
-    ctx.bus.storage().delete(&key);
-    let client_id = Some(ctx.client.id().clone());
-    ctx.bus.telemetry().emit_with(|| Event::ChannelDeleted {
-        client_id,
+        .channel(&key)
+        .is_some_and(|channel| channel.kind() == ChannelKind::System)
+    {
+        return Err(RoutingError::SystemChannel { key }.into());
+    }
+    // Cluster: members on every node count, and every node drops it.
+    Ok(Box::pin(async move {
+        if bus.find_channel(&key).await.is_none() {
+            return Err(RoutingError::ChannelNotFound { key }.into());
+        }
+        let members = match cluster.members(&key, 0).await {
+            Ok(members) => usize::try_from(members.count).unwrap_or(usize::MAX),
+            Err(_) => bus
+                .router()
+                .channel(&key)
+                .map_or(0, |channel| channel.member_count()),
+        };
+        if members > 0 && !force {
+            return Err(RoutingError::ChannelNotEmpty { key, members }.into());
+        }
+        cluster.delete_channel(&key).await.map_err(|_| {
+            CommandError::new(
+                ErrorCode::StorageUnavailable,
+                format!("{key} cannot be deleted on every node right now"),
+            )
+        })?;
+        // This node at once; the others (and this one, again) when the
+        // deletion reaches them.
+        let _ = bus.delete_channel_here(&key, true);
+        Ok(deleted(&bus, client_id, &key, members))
+    }))
+}
+
+/// After a deletion: the channel's history goes with it (a channel created
+/// again starts a new epoch), `channel_deleted` is emitted, and the reply.
+fn deleted(bus: &Bus, client_id: ClientId, key: &ChannelKey, removed: usize) -> Value {
+    bus.storage().delete(key);
+    bus.telemetry().emit_with(|| Event::ChannelDeleted {
+        client_id: Some(client_id),
         channel: key.clone(),
     });
-    Ok(json!({
+    json!({
         "room": key.room(),
         "channel": key.channel(),
         "deleted": true,
         "removed_members": removed,
-    }))
+    })
 }
 
-pub(super) fn list(ctx: Ctx<'_>, args: Args<'_>) -> Result<Value, CommandError> {
-    let room = args.opt_name("room")?;
-    let channels = ctx.bus.router().channels(room)?;
-    let records: Vec<Value> = channels.iter().map(|channel| channel.record()).collect();
-    Ok(json!({"total": records.len(), "channels": records}))
+pub(super) fn list(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, CommandError> {
+    let room = args.opt_name("room")?.map(str::to_owned);
+    let bus = ctx.bus.clone();
+    let Some(cluster) = bus.cluster().cloned() else {
+        let channels = bus.router().channels(room.as_deref())?;
+        let records: Vec<Value> = channels.iter().map(|channel| channel.record()).collect();
+        return Ok(ready(json!({"total": records.len(), "channels": records})));
+    };
+    // Cluster: this node's channels and those every node shares, with
+    // members counted on every node.
+    Ok(Box::pin(async move {
+        let mut records: BTreeMap<String, Value> = bus
+            .router()
+            .channels(None)?
+            .iter()
+            .map(|channel| (channel.key().as_str().to_owned(), channel.record()))
+            .collect();
+        let (shared, overview) = tokio::join!(cluster.channel_records(), cluster.overview());
+        for record in shared.unwrap_or_default() {
+            let Ok(record) = serde_json::from_str::<Value>(&record) else {
+                continue;
+            };
+            if let (Some(room), Some(channel)) =
+                (record["room"].as_str(), record["channel"].as_str())
+            {
+                records.entry(format!("{room}:{channel}")).or_insert(record);
+            }
+        }
+        if let Ok(overview) = overview {
+            for (key, record) in &mut records {
+                if record["type"] != "system" {
+                    record["participant_count"] =
+                        json!(overview.channel_members.get(key).copied().unwrap_or(0));
+                }
+            }
+        }
+        let records: Vec<Value> = records
+            .into_values()
+            .filter(|record| room.as_deref().is_none_or(|room| record["room"] == room))
+            .collect();
+        if let Some(room) = room
+            && records.is_empty()
+        {
+            return Err(RoutingError::RoomNotFound { room }.into());
+        }
+        Ok(json!({"total": records.len(), "channels": records}))
+    }))
 }
 
 pub(super) fn info(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, CommandError> {
@@ -186,13 +322,13 @@ pub(super) fn info(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Comman
         return Ok(describe(bus, channel));
     }
     if bus.cluster().is_none() {
-        return Err(arqon_routing::RoutingError::ChannelNotFound { key }.into());
+        return Err(RoutingError::ChannelNotFound { key }.into());
     }
     // In a cluster the channel may so far exist on other nodes only.
     Ok(Box::pin(async move {
         match bus.find_channel(&key).await {
             Some(channel) => describe(bus, channel).await,
-            None => Err(arqon_routing::RoutingError::ChannelNotFound { key }.into()),
+            None => Err(RoutingError::ChannelNotFound { key }.into()),
         }
     }))
 }

@@ -75,9 +75,9 @@ pub const COMMANDS: &[(&str, Handler)] = &[
     ("identify", Handler::Now(identify::identify)),
     ("join_channel", Handler::Later(channels::join)),
     ("leave_channel", Handler::Later(channels::leave)),
-    ("create_channel", Handler::Now(channels::create)),
-    ("delete_channel", Handler::Now(channels::delete)),
-    ("list_channels", Handler::Now(channels::list)),
+    ("create_channel", Handler::Later(channels::create)),
+    ("delete_channel", Handler::Later(channels::delete)),
+    ("list_channels", Handler::Later(channels::list)),
     ("channel_info", Handler::Later(channels::info)),
     ("history", Handler::Later(history::history)),
 ];

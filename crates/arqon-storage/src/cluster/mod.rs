@@ -87,6 +87,8 @@ pub enum Inbound {
     Channel(ChannelMessage),
     /// A direct message for a client of this node.
     Direct { target: String, frame: Bytes },
+    /// A channel was deleted (on some node): remove it here too.
+    ChannelDeleted(ChannelKey),
 }
 
 /// A sequenced channel message as broadcast by the publish script.
@@ -197,6 +199,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 const CLIENTS_KEY: &str = "arqonbus:{cluster}:clients";
+/// Channel key → channel record (JSON) of every general channel.
+const CHANNELS_KEY: &str = "arqonbus:{cluster}:channels";
+/// Pub/Sub channel of cluster-wide events (`delete\n<room:channel>`).
+const CONTROL_CHANNEL: &str = "arqonbus:control";
 const NODES_KEY: &str = "arqonbus:{cluster}:nodes";
 const NODE_CHANNEL_PREFIX: &str = "arqonbus:node:";
 const LIVE_PREFIX: &str = "arqonbus:{";
@@ -334,13 +340,13 @@ impl Cluster {
             subscribed: tokio::sync::Mutex::new(HashSet::new()),
             cancel: CancellationToken::new(),
         });
-        // This node's direct messages.
-        if let Err(error) = inner
-            .subscriber
-            .subscribe(format!("{NODE_CHANNEL_PREFIX}{node_id}"))
-            .await
-        {
-            tracing::warn!(%error, "cluster: cannot subscribe to this node's channel yet; retried on reconnect");
+        // This node's direct messages, and cluster-wide events.
+        let channels = vec![
+            format!("{NODE_CHANNEL_PREFIX}{node_id}"),
+            CONTROL_CHANNEL.to_owned(),
+        ];
+        if let Err(error) = inner.subscriber.subscribe(channels).await {
+            tracing::warn!(%error, "cluster: cannot subscribe to this node's channels yet; retried on reconnect");
         }
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         tokio::spawn(pump(messages, sender, inner.cancel.clone()));
@@ -758,6 +764,93 @@ impl Cluster {
         Ok(ChannelMembers { count, records })
     }
 
+    /// Shares a channel's record (JSON text) with every node, unless one is
+    /// shared already. Returns whether this one was stored.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: once sent, the record may be stored.
+    pub async fn register_channel(
+        &self,
+        key: &ChannelKey,
+        record: &str,
+    ) -> Result<bool, StorageError> {
+        self.inner
+            .client
+            .hsetnx(CHANNELS_KEY, key.as_str(), record)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The shared record of a channel (JSON text), if any node created it.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn channel_record(&self, key: &ChannelKey) -> Result<Option<String>, StorageError> {
+        self.inner
+            .client
+            .hget(CHANNELS_KEY, key.as_str())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Every shared channel record (JSON text).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn channel_records(&self) -> Result<Vec<String>, StorageError> {
+        self.inner
+            .client
+            .hvals(CHANNELS_KEY)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Removes a channel everywhere: its shared record goes, and every node
+    /// is told (through [`Inbound::ChannelDeleted`], this one included) to
+    /// drop it and unsubscribe its members.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: once sent, the deletion happens.
+    pub async fn delete_channel(&self, key: &ChannelKey) -> Result<(), StorageError> {
+        let pipeline = self.inner.client.pipeline();
+        let queued: Result<(), Error> = async {
+            pipeline
+                .hdel::<(), _, _>(CHANNELS_KEY, key.as_str())
+                .await?;
+            pipeline
+                .publish::<(), _, _>(CONTROL_CHANNEL, format!("delete\n{key}"))
+                .await
+        }
+        .await;
+        queued.map_err(unavailable)?;
+        pipeline.all::<Value>().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Forgets this node's members of a deleted channel.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`Cluster::joined`].
+    pub async fn channel_gone(&self, key: &ChannelKey) -> Result<(), StorageError> {
+        lock(&self.inner.local).channels.remove(key);
+        self.sync_subscription(key).await?;
+        let node = self.node_id();
+        let pipeline = self.inner.client.pipeline();
+        let queued: Result<(), Error> = async {
+            pipeline.del::<(), _>(members_key(key, node)).await?;
+            pipeline
+                .hdel::<(), _, _>(counts_key(node), key.as_str())
+                .await
+        }
+        .await;
+        queued.map_err(|error| self.failed(error))?;
+        pipeline
+            .all::<Value>()
+            .await
+            .map_err(|error| self.failed(error))?;
+        Ok(())
+    }
+
     /// The channel's epoch and last `seq` in Redis, if it has any.
     ///
     /// # Cancel safety
@@ -1039,6 +1132,15 @@ fn parse(channel: &str, payload: Bytes) -> Option<Inbound> {
     let newline = payload.iter().position(|&byte| byte == b'\n')?;
     let header = std::str::from_utf8(&payload[..newline]).ok()?;
     let frame = payload.slice(newline + 1..);
+    if channel == CONTROL_CHANNEL {
+        return match header {
+            "delete" => std::str::from_utf8(&frame)
+                .ok()
+                .and_then(|key| ChannelKey::parse(key).ok())
+                .map(Inbound::ChannelDeleted),
+            _ => None,
+        };
+    }
     if channel.starts_with(NODE_CHANNEL_PREFIX) {
         return Some(Inbound::Direct {
             target: header.to_owned(),
@@ -1110,6 +1212,18 @@ mod tests {
             .is_none()
         );
         assert!(parse("elsewhere", Bytes::from_static(b"a\tb\t1\te\n{}")).is_none());
+        assert!(parse(CONTROL_CHANNEL, Bytes::from_static(b"rename\nchat:general")).is_none());
+        assert!(parse(CONTROL_CHANNEL, Bytes::from_static(b"delete\nno colon")).is_none());
+    }
+
+    #[test]
+    fn deletions_parse() {
+        let Some(Inbound::ChannelDeleted(key)) =
+            parse(CONTROL_CHANNEL, Bytes::from_static(b"delete\nchat:general"))
+        else {
+            panic!("not parsed");
+        };
+        assert_eq!(key.as_str(), "chat:general");
     }
 
     #[test]
