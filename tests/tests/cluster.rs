@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use arqon_config::{ClusterMode, StorageBackend};
-use arqon_storage::testing::{redis_cluster, redis_server};
+use arqon_storage::testing::{RedisServer, Resp, redis_cluster, redis_server};
 use arqonbus_tests::{TestClient, TestServer, envelope, eventually};
 use serde_json::{Value, json};
 
@@ -349,4 +349,46 @@ async fn channels_created_or_deleted_on_one_node_are_so_on_every_node() {
         .command("join_channel", json!({"room": "ops", "channel": "alerts"}))
         .await;
     assert_eq!(join["error_code"], "CHANNEL_NOT_FOUND", "{join}");
+}
+
+/// `PUBSUB NUMSUB` of a channel's live Pub/Sub channel: how many nodes
+/// listen to it.
+fn listening_nodes(redis: &RedisServer, live: &str) -> i64 {
+    match redis.cmd(&["PUBSUB", "NUMSUB", live]) {
+        Resp::Array(Some(reply)) => match reply.get(1) {
+            Some(Resp::Int(n)) => *n,
+            other => panic!("NUMSUB count: {other:?}"),
+        },
+        other => panic!("NUMSUB reply: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_node_listens_only_to_channels_it_has_members_in() {
+    let Some(redis) = redis_server() else { return };
+    let [a, b, _c] = three_nodes(&redis.url()).await;
+    let live = "arqonbus:{r:c}:live";
+    let mut alice = a.connect().await;
+    let mut bob = b.connect().await;
+    let mut alice_too = a.connect().await;
+    assert_eq!(listening_nodes(&redis, live), 0);
+    alice.join("r", "c").await;
+    assert_eq!(listening_nodes(&redis, live), 1);
+    alice_too.join("r", "c").await;
+    bob.join("r", "c").await;
+    assert_eq!(listening_nodes(&redis, live), 2);
+    // Node a listens while it has a member left.
+    alice
+        .command("leave_channel", json!({"room": "r", "channel": "c"}))
+        .await;
+    assert_eq!(listening_nodes(&redis, live), 2);
+    alice_too
+        .command("leave_channel", json!({"room": "r", "channel": "c"}))
+        .await;
+    assert_eq!(listening_nodes(&redis, live), 1);
+    drop(bob);
+    eventually(Duration::from_secs(5), "node b unsubscribed", async || {
+        listening_nodes(&redis, live) == 0
+    })
+    .await;
 }
