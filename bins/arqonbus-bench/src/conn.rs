@@ -25,6 +25,9 @@ pub struct Target {
     /// Source addresses used round-robin (bind before connect).
     pub sources: Vec<IpAddr>,
     pub read_buffer: usize,
+    /// The sockets' kernel receive buffer (`SO_RCVBUF`), when set: a small
+    /// one makes a client that stops reading back up to the server soon.
+    pub recv_buffer: Option<u32>,
 }
 
 impl Target {
@@ -48,6 +51,7 @@ impl Target {
             server,
             sources,
             read_buffer,
+            recv_buffer: None,
         })
     }
 
@@ -69,6 +73,11 @@ impl Target {
 
     async fn connect_now(&self, index: usize) -> Result<(Ws, String), ConnectError> {
         let socket = TcpSocket::new_v4().map_err(ConnectError::io)?;
+        if let Some(bytes) = self.recv_buffer {
+            socket
+                .set_recv_buffer_size(bytes)
+                .map_err(ConnectError::io)?;
+        }
         if let Some(ip) = self.source_for(index) {
             socket
                 .bind(SocketAddr::new(ip, 0))

@@ -46,7 +46,16 @@ pub struct FanoutArgs {
     /// on `--url`): cross-node fan-out through a cluster.
     #[arg(long)]
     pub publish_url: Option<String>,
+    /// Extra subscribers that join and then never read (stalled
+    /// consumers, with a 4 KiB socket receive buffer). They are not in the
+    /// loss and latency figures, which stay those of the readers; the
+    /// result says how the server ended them.
+    #[arg(long, default_value_t = 0)]
+    pub stalled: usize,
 }
+
+/// `SO_RCVBUF` of a stalled subscriber.
+const STALLED_RECV_BUFFER: u32 = 4096;
 
 /// The outcome of one fixed-rate run.
 struct Step {
@@ -168,6 +177,32 @@ async fn step(
     .await;
     let connections = connection_report(args.subscribers, &opened, limit, &mut notes);
     let subscribers = opened.conns.len();
+    let stalled: Vec<conn::Ws> = if args.stalled > 0 {
+        progress.phase("connecting stalled");
+        let stalled_target = conn::Target {
+            recv_buffer: Some(STALLED_RECV_BUFFER),
+            ..target.clone()
+        };
+        let (r, c) = (room.clone(), channel.clone());
+        let opened = open_many(
+            &stalled_target,
+            1 + args.subscribers,
+            args.stalled,
+            common.connect_parallelism,
+            progress,
+            move |_, mut ws| {
+                let (room, channel) = (r.clone(), c.clone());
+                async move {
+                    conn::join(&mut ws, &room, &channel).await?;
+                    Ok(ws)
+                }
+            },
+        )
+        .await;
+        opened.conns.into_iter().map(|(_, ws, _)| ws).collect()
+    } else {
+        Vec::new()
+    };
 
     let latencies = Latencies::new();
     let counters = progress.counters.clone();
@@ -264,6 +299,7 @@ async fn step(
     let after = server.and_then(|s| s.sample());
     let bench_after = bench.sample();
     let _ = stop_tx.send(true);
+    let stalled_report = stalled_endings(stalled).await;
     for reader in readers {
         if let Ok(tracker) = reader.await {
             trackers.push(tracker);
@@ -323,7 +359,8 @@ async fn step(
                        "offered_deliveries_per_sec": rate * args.subscribers as f64,
                        "duration_s": common.duration, "payload_bytes": common.payload_bytes,
                        "channel": format!("{room}:{channel}"),
-                       "publish_url": args.publish_url.as_deref().unwrap_or(&common.url)},
+                       "publish_url": args.publish_url.as_deref().unwrap_or(&common.url),
+                       "stalled": args.stalled},
             "connections": connections,
             "published": expected,
             "publish_seconds": (publish_seconds * 1000.0).round() / 1000.0,
@@ -336,6 +373,7 @@ async fn step(
             "latency": latencies.summary(),
             "errors": errors,
             "server": server_report,
+            "stalled": stalled_report,
             "bench_cpu_utilisation": crate::stats::utilisation(&bench, bench_before, bench_after),
             "drain_seconds": secs(common.drain()),
             "limits": limit.report(),
@@ -344,4 +382,34 @@ async fn step(
         pass,
         deliveries_per_sec,
     })
+}
+
+/// How the stalled subscribers ended: each is read (for at most 3 s in
+/// all) until the server's close frame, the end of the stream, or the time
+/// limit, and counted by close code or as still open.
+async fn stalled_endings(stalled: Vec<conn::Ws>) -> Value {
+    if stalled.is_empty() {
+        return Value::Null;
+    }
+    let count = stalled.len();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let endings = futures_util::future::join_all(stalled.into_iter().map(|mut ws| async move {
+        loop {
+            match tokio::time::timeout_at(deadline, ws.next()).await {
+                Err(_elapsed) => return "open".to_owned(),
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return frame.map_or("close".to_owned(), |f| u16::from(f.code).to_string());
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_)) | None) => return "ended".to_owned(),
+            }
+        }
+    }))
+    .await;
+    let mut by_ending = serde_json::Map::new();
+    for ending in endings {
+        let slot = by_ending.entry(ending).or_insert(json!(0));
+        *slot = json!(slot.as_u64().unwrap_or(0) + 1);
+    }
+    json!({"count": count, "endings": by_ending})
 }
