@@ -127,6 +127,16 @@ impl ConfigBuilder {
         handshake_timeout(Duration) => HANDSHAKE_TIMEOUT_SECS, |c, v| c.server.handshake_timeout = v;
         /// Time allowed for graceful shutdown.
         shutdown_grace(Duration) => SHUTDOWN_GRACE_SECS, |c, v| c.server.shutdown_grace = v;
+        /// A write making no progress this long aborts the connection.
+        write_timeout(Duration) => WRITE_TIMEOUT_SECS, |c, v| c.server.write_timeout = v;
+        /// Concurrent telemetry connections.
+        telemetry_max_connections(usize) => TELEMETRY_MAX_CONNECTIONS, |c, v| c.server.telemetry_max_connections = v;
+        /// Browser origins allowed besides same-origin ones.
+        allowed_origins(Vec<String>) => ALLOWED_ORIGINS, |c, v| c.server.allowed_origins = v;
+        /// PEM certificate chain for TLS.
+        tls_cert(impl Into<std::path::PathBuf>) => TLS_CERT, |c, v| c.server.tls_cert = Some(v.into());
+        /// PEM private key for TLS.
+        tls_key(impl Into<std::path::PathBuf>) => TLS_KEY, |c, v| c.server.tls_key = Some(v.into());
         /// Frames per second per connection; `0` turns rate limiting off.
         rate_limit_per_sec(u32) => RATE_LIMIT_PER_SEC, |c, v| c.limits.rate_limit_per_sec = v;
         /// Token bucket capacity.
@@ -149,12 +159,20 @@ impl ConfigBuilder {
         max_subscriptions(usize) => MAX_SUBSCRIPTIONS, |c, v| c.routing.max_subscriptions = v;
         /// System channels, `"room:channel"` each.
         system_channels(Vec<String>) => SYSTEM_CHANNELS, |c, v| c.routing.system_channels = v;
+        /// Idle auto-created channels are removed after this; `None` = never.
+        empty_channel_ttl(Option<Duration>) => EMPTY_CHANNEL_TTL_SECS, |c, v| c.routing.empty_channel_ttl = v;
+        /// Most messages one recovering join returns.
+        recovery_max(usize) => RECOVERY_MAX, |c, v| c.routing.recovery_max = v;
         /// History backend.
         storage(StorageBackend) => STORAGE, |c, v| c.storage.backend = v;
         /// Behaviour while Redis is down.
         storage_mode(StorageMode) => STORAGE_MODE, |c, v| c.storage.mode = v;
         /// Messages kept per channel in memory.
         history_size(usize) => HISTORY_SIZE, |c, v| c.storage.history_size = v;
+        /// Bytes of memory history per channel.
+        history_max_bytes(usize) => HISTORY_MAX_BYTES, |c, v| c.storage.history_max_bytes = v;
+        /// Bytes of memory history in all channels.
+        history_memory_bytes(usize) => HISTORY_MEMORY_BYTES, |c, v| c.storage.history_memory_bytes = v;
         /// Redis URL.
         redis_url(impl Into<String>) => REDIS_URL, |c, v| c.storage.redis_url = v.into();
         /// Approximate cap of each channel's stream.
@@ -169,6 +187,8 @@ impl ConfigBuilder {
         admin_token(impl Into<Secret>) => ADMIN_TOKEN, |c, v| c.auth.admin_token = Some(v.into());
         /// HS256 secret (`auth=jwt`).
         jwt_secret(impl Into<Secret>) => JWT_SECRET, |c, v| c.auth.jwt_secret = Some(v.into());
+        /// Bearer key of the HTTP server API.
+        api_key(impl Into<Secret>) => API_KEY, |c, v| c.auth.api_key = Some(v.into());
         /// Telemetry system channel.
         telemetry_channel(impl Into<String>) => TELEMETRY_CHANNEL, |c, v| c.telemetry.channel = v.into();
         /// Agent activity channel.

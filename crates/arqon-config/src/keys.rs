@@ -68,6 +68,11 @@ pub(crate) mod names {
     pub(crate) const IDLE_TIMEOUT_SECS: &str = "ARQONBUS_IDLE_TIMEOUT_SECS";
     pub(crate) const HANDSHAKE_TIMEOUT_SECS: &str = "ARQONBUS_HANDSHAKE_TIMEOUT_SECS";
     pub(crate) const SHUTDOWN_GRACE_SECS: &str = "ARQONBUS_SHUTDOWN_GRACE_SECS";
+    pub(crate) const WRITE_TIMEOUT_SECS: &str = "ARQONBUS_WRITE_TIMEOUT_SECS";
+    pub(crate) const TELEMETRY_MAX_CONNECTIONS: &str = "ARQONBUS_TELEMETRY_MAX_CONNECTIONS";
+    pub(crate) const ALLOWED_ORIGINS: &str = "ARQONBUS_ALLOWED_ORIGINS";
+    pub(crate) const TLS_CERT: &str = "ARQONBUS_TLS_CERT";
+    pub(crate) const TLS_KEY: &str = "ARQONBUS_TLS_KEY";
     pub(crate) const RATE_LIMIT_PER_SEC: &str = "ARQONBUS_RATE_LIMIT_PER_SEC";
     pub(crate) const RATE_LIMIT_BURST: &str = "ARQONBUS_RATE_LIMIT_BURST";
     pub(crate) const MAX_VIOLATIONS: &str = "ARQONBUS_MAX_VIOLATIONS";
@@ -79,9 +84,13 @@ pub(crate) mod names {
     pub(crate) const MAX_CHANNEL_MEMBERS: &str = "ARQONBUS_MAX_CHANNEL_MEMBERS";
     pub(crate) const MAX_SUBSCRIPTIONS: &str = "ARQONBUS_MAX_SUBSCRIPTIONS";
     pub(crate) const SYSTEM_CHANNELS: &str = "ARQONBUS_SYSTEM_CHANNELS";
+    pub(crate) const EMPTY_CHANNEL_TTL_SECS: &str = "ARQONBUS_EMPTY_CHANNEL_TTL_SECS";
+    pub(crate) const RECOVERY_MAX: &str = "ARQONBUS_RECOVERY_MAX";
     pub(crate) const STORAGE: &str = "ARQONBUS_STORAGE";
     pub(crate) const STORAGE_MODE: &str = "ARQONBUS_STORAGE_MODE";
     pub(crate) const HISTORY_SIZE: &str = "ARQONBUS_HISTORY_SIZE";
+    pub(crate) const HISTORY_MAX_BYTES: &str = "ARQONBUS_HISTORY_MAX_BYTES";
+    pub(crate) const HISTORY_MEMORY_BYTES: &str = "ARQONBUS_HISTORY_MEMORY_BYTES";
     pub(crate) const REDIS_URL: &str = "ARQONBUS_REDIS_URL";
     pub(crate) const REDIS_STREAM_MAXLEN: &str = "ARQONBUS_REDIS_STREAM_MAXLEN";
     pub(crate) const HISTORY_TTL_SECS: &str = "ARQONBUS_HISTORY_TTL_SECS";
@@ -89,6 +98,7 @@ pub(crate) mod names {
     pub(crate) const AUTH: &str = "ARQONBUS_AUTH";
     pub(crate) const ADMIN_TOKEN: &str = "ARQONBUS_ADMIN_TOKEN";
     pub(crate) const JWT_SECRET: &str = "ARQONBUS_JWT_SECRET";
+    pub(crate) const API_KEY: &str = "ARQONBUS_API_KEY";
     pub(crate) const TELEMETRY_CHANNEL: &str = "ARQONBUS_TELEMETRY_CHANNEL";
     pub(crate) const DASHBOARD_CHANNEL: &str = "ARQONBUS_DASHBOARD_CHANNEL";
     pub(crate) const TELEMETRY_STATS_INTERVAL_MS: &str = "ARQONBUS_TELEMETRY_STATS_INTERVAL_MS";
@@ -196,6 +206,41 @@ pub const KEYS: &[KeySpec] = &[
         "Seconds allowed to close clients and flush storage on SIGTERM/SIGINT.",
     ),
     key(
+        WRITE_TIMEOUT_SECS,
+        &[],
+        None,
+        "10",
+        "A socket write that makes no progress for this many seconds aborts the connection.",
+    ),
+    key(
+        TELEMETRY_MAX_CONNECTIONS,
+        &[],
+        None,
+        "100",
+        "Concurrent telemetry WebSocket connections; beyond it upgrades get HTTP 503.",
+    ),
+    key(
+        ALLOWED_ORIGINS,
+        &[],
+        None,
+        "(unset: no Origin or same origin only)",
+        "Comma-separated browser origins allowed to connect besides same-origin: https://app.example.com, https://*.example.com or *.",
+    ),
+    key(
+        TLS_CERT,
+        &[],
+        None,
+        "(unset)",
+        "PEM certificate chain; with ARQONBUS_TLS_KEY every listener serves wss:// and https://.",
+    ),
+    key(
+        TLS_KEY,
+        &[],
+        None,
+        "(unset)",
+        "PEM private key of ARQONBUS_TLS_CERT.",
+    ),
+    key(
         RATE_LIMIT_PER_SEC,
         &[],
         None,
@@ -273,6 +318,20 @@ pub const KEYS: &[KeySpec] = &[
         "Comma-separated room:channel list that exists from startup and cannot be deleted.",
     ),
     key(
+        EMPTY_CHANNEL_TTL_SECS,
+        &[],
+        None,
+        "600",
+        "An auto-created channel without members for this many seconds is removed with its memory history; 0 = never.",
+    ),
+    key(
+        RECOVERY_MAX,
+        &[],
+        None,
+        "1000",
+        "Most messages a join_channel with recover may return.",
+    ),
+    key(
         STORAGE,
         &["ARQONBUS_STORAGE_BACKEND"],
         Some("--storage"),
@@ -292,6 +351,20 @@ pub const KEYS: &[KeySpec] = &[
         None,
         "500",
         "Messages kept per channel by the memory backend.",
+    ),
+    key(
+        HISTORY_MAX_BYTES,
+        &[],
+        None,
+        "4194304",
+        "Bytes of encoded messages kept per channel by the memory backend; the oldest are evicted beyond it.",
+    ),
+    key(
+        HISTORY_MEMORY_BYTES,
+        &[],
+        None,
+        "268435456",
+        "Bytes of memory history in all channels; beyond it the least recently written channel loses its oldest messages.",
     ),
     key(
         REDIS_URL,
@@ -341,6 +414,13 @@ pub const KEYS: &[KeySpec] = &[
         None,
         "(unset)",
         "HS256 secret for tokens; required with auth=jwt.",
+    ),
+    key(
+        API_KEY,
+        &[],
+        None,
+        "(unset: /api/* answers 404)",
+        "Bearer key of the HTTP server API (/api/*).",
     ),
     key(
         TELEMETRY_CHANNEL,

@@ -62,7 +62,7 @@ pub use load::{Sources, load};
 pub use types::{
     AuthConfig, AuthMode, ClusterConfig, ClusterMode, Config, LimitsConfig, LogConfig, LogFormat,
     RoutingConfig, Secret, ServerConfig, SlowConsumerPolicy, StorageBackend, StorageConfig,
-    StorageMode, TelemetryConfig,
+    StorageMode, TelemetryConfig, TlsConfig, redact_url,
 };
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! same thing wherever it is written.
 
 use std::borrow::Cow;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use config::{Value, ValueKind};
@@ -12,7 +13,7 @@ use crate::keys::KeySpec;
 use crate::keys::names::*;
 use crate::types::{
     AuthMode, ClusterMode, Config, LogFormat, Secret, SlowConsumerPolicy, StorageBackend,
-    StorageMode,
+    StorageMode, redact_url,
 };
 
 /// A value as read from a source.
@@ -31,6 +32,9 @@ const EXPECT_SECS: &str = "a whole number of seconds";
 const EXPECT_MS: &str = "a whole number of milliseconds";
 const EXPECT_BOOL: &str = "true, false, 1, 0, yes or no";
 const EXPECT_STRING: &str = "a string";
+const EXPECT_SECRET: &str = "a non-blank secret (unset the variable instead of leaving it empty)";
+const EXPECT_PATH: &str = "a file path";
+const EXPECT_ORIGINS: &str = "a comma-separated list of origins";
 const EXPECT_CHANNELS: &str = "a comma-separated list or array of \"room:channel\" names";
 
 /// One value on its way into the config: the raw input and where it came from.
@@ -38,6 +42,8 @@ struct Input<'a> {
     raw: &'a RawValue,
     origin: &'a Origin,
     secret: bool,
+    /// A URL that may carry a password: shown with it hidden.
+    url: bool,
 }
 
 impl Input<'_> {
@@ -46,9 +52,14 @@ impl Input<'_> {
         if self.secret {
             return "<redacted>".to_owned();
         }
-        match self.raw {
+        let shown = match self.raw {
             RawValue::Text(text) => text.clone(),
             RawValue::Toml(value) => render(value),
+        };
+        if self.url {
+            redact_url(&shown)
+        } else {
+            shown
         }
     }
 
@@ -149,10 +160,46 @@ impl Input<'_> {
         parse(text.trim()).ok_or_else(|| self.invalid(expected))
     }
 
-    /// A secret, kept byte for byte; empty = unset.
+    /// A secret, kept byte for byte. Set but empty or blank is invalid
+    /// (SPEC §18): a blank credential is a mistake, never "no credential".
     fn secret(&self) -> Result<Option<Secret>, ConfigError> {
-        let text = self.text(EXPECT_STRING)?;
-        Ok((!text.is_empty()).then(|| Secret::new(text.into_owned())))
+        let text = self.text(EXPECT_SECRET)?;
+        if text.trim().is_empty() {
+            return Err(self.invalid(EXPECT_SECRET));
+        }
+        Ok(Some(Secret::new(text.into_owned())))
+    }
+
+    /// A comma-separated string or an array of strings; entries trimmed,
+    /// empty entries skipped. Checked by validation.
+    fn list(&self, expected: &'static str) -> Result<Vec<String>, ConfigError> {
+        let mut entries = Vec::new();
+        let mut push = |entry: &str| {
+            let entry = entry.trim();
+            if !entry.is_empty() {
+                entries.push(entry.to_owned());
+            }
+        };
+        match self.raw {
+            RawValue::Toml(Value {
+                kind: ValueKind::Array(items),
+                ..
+            }) => {
+                for item in items {
+                    match &item.kind {
+                        ValueKind::String(text) => text.split(',').for_each(&mut push),
+                        _ => return Err(self.invalid(expected)),
+                    }
+                }
+            }
+            _ => self.text(expected)?.split(',').for_each(&mut push),
+        }
+        Ok(entries)
+    }
+
+    /// A file path; empty = unset.
+    fn optional_path(&self) -> Result<Option<PathBuf>, ConfigError> {
+        Ok(self.optional_text(EXPECT_PATH)?.map(PathBuf::from))
     }
 
     /// A comma-separated string or an array of strings; entries trimmed,
@@ -208,7 +255,8 @@ pub(crate) fn apply(
     let input = Input {
         raw,
         origin,
-        secret: matches!(spec.env, ADMIN_TOKEN | JWT_SECRET),
+        secret: matches!(spec.env, ADMIN_TOKEN | JWT_SECRET | API_KEY),
+        url: spec.env == REDIS_URL,
     };
     let server = &mut config.server;
     let limits = &mut config.limits;
@@ -226,6 +274,11 @@ pub(crate) fn apply(
         IDLE_TIMEOUT_SECS => server.idle_timeout = input.secs()?,
         HANDSHAKE_TIMEOUT_SECS => server.handshake_timeout = input.secs()?,
         SHUTDOWN_GRACE_SECS => server.shutdown_grace = input.secs()?,
+        WRITE_TIMEOUT_SECS => server.write_timeout = input.secs()?,
+        TELEMETRY_MAX_CONNECTIONS => server.telemetry_max_connections = input.uint(EXPECT_UINT)?,
+        ALLOWED_ORIGINS => server.allowed_origins = input.list(EXPECT_ORIGINS)?,
+        TLS_CERT => server.tls_cert = input.optional_path()?,
+        TLS_KEY => server.tls_key = input.optional_path()?,
         RATE_LIMIT_PER_SEC => limits.rate_limit_per_sec = input.uint(EXPECT_U32)?,
         RATE_LIMIT_BURST => limits.rate_limit_burst = input.uint(EXPECT_U32)?,
         MAX_VIOLATIONS => limits.max_violations = input.uint(EXPECT_U32)?,
@@ -240,6 +293,11 @@ pub(crate) fn apply(
         MAX_CHANNEL_MEMBERS => routing.max_channel_members = input.uint(EXPECT_UINT)?,
         MAX_SUBSCRIPTIONS => routing.max_subscriptions = input.uint(EXPECT_UINT)?,
         SYSTEM_CHANNELS => routing.system_channels = input.channels()?,
+        EMPTY_CHANNEL_TTL_SECS => {
+            let ttl = input.secs()?;
+            routing.empty_channel_ttl = (!ttl.is_zero()).then_some(ttl);
+        }
+        RECOVERY_MAX => routing.recovery_max = input.uint(EXPECT_UINT)?,
         STORAGE => {
             storage.backend =
                 input.choice(StorageBackend::parse, "one of memory, redis, redis_streams")?;
@@ -248,6 +306,8 @@ pub(crate) fn apply(
             storage.mode = input.choice(StorageMode::parse, "one of degraded, strict")?;
         }
         HISTORY_SIZE => storage.history_size = input.uint(EXPECT_UINT)?,
+        HISTORY_MAX_BYTES => storage.history_max_bytes = input.uint(EXPECT_UINT)?,
+        HISTORY_MEMORY_BYTES => storage.history_memory_bytes = input.uint(EXPECT_UINT)?,
         REDIS_URL => storage.redis_url = input.string()?,
         REDIS_STREAM_MAXLEN => storage.redis_stream_maxlen = input.uint(EXPECT_UINT)?,
         HISTORY_TTL_SECS => {
@@ -258,6 +318,7 @@ pub(crate) fn apply(
         AUTH => config.auth.mode = input.choice(AuthMode::parse, "one of none, token, jwt")?,
         ADMIN_TOKEN => config.auth.admin_token = input.secret()?,
         JWT_SECRET => config.auth.jwt_secret = input.secret()?,
+        API_KEY => config.auth.api_key = input.secret()?,
         TELEMETRY_CHANNEL => config.telemetry.channel = input.string()?,
         DASHBOARD_CHANNEL => config.telemetry.dashboard_channel = input.string()?,
         TELEMETRY_STATS_INTERVAL_MS => config.telemetry.stats_interval = input.millis()?,

@@ -68,9 +68,10 @@ fn fingerprint(config: &Config, keep_node_id: bool) -> String {
         config.cluster.node_id = "pinned".to_owned();
     }
     format!(
-        "{config:?} admin={:?} jwt={:?}",
+        "{config:?} admin={:?} jwt={:?} api={:?}",
         config.auth.admin_token.as_ref().map(Secret::expose),
         config.auth.jwt_secret.as_ref().map(Secret::expose),
+        config.auth.api_key.as_ref().map(Secret::expose),
     )
 }
 
@@ -380,6 +381,25 @@ const SAMPLES: &[Sample] = &[
     ("ARQONBUS_MAX_CHANNEL_MEMBERS", ["5", "6", "7"], &[]),
     ("ARQONBUS_MAX_SUBSCRIPTIONS", ["5", "6", "7"], &[]),
     ("ARQONBUS_SYSTEM_CHANNELS", ["a:b", "c:d, e:f", "g:h"], &[]),
+    ("ARQONBUS_EMPTY_CHANNEL_TTL_SECS", ["0", "5", "6"], &[]),
+    ("ARQONBUS_RECOVERY_MAX", ["1", "2", "3"], &[]),
+    ("ARQONBUS_WRITE_TIMEOUT_SECS", ["1", "2", "3"], &[]),
+    ("ARQONBUS_TELEMETRY_MAX_CONNECTIONS", ["1", "2", "3"], &[]),
+    (
+        "ARQONBUS_ALLOWED_ORIGINS",
+        ["*", "https://a.example, http://b:8080", "https://*.c.example"],
+        &[],
+    ),
+    (
+        "ARQONBUS_TLS_CERT",
+        [MANIFEST, LIB_RS, MANIFEST],
+        &[("ARQONBUS_TLS_KEY", MANIFEST)],
+    ),
+    (
+        "ARQONBUS_TLS_KEY",
+        [LIB_RS, MANIFEST, LIB_RS],
+        &[("ARQONBUS_TLS_CERT", MANIFEST)],
+    ),
     (
         "ARQONBUS_STORAGE",
         ["redis", "memory", "redis_streams"],
@@ -391,6 +411,8 @@ const SAMPLES: &[Sample] = &[
         &[],
     ),
     ("ARQONBUS_HISTORY_SIZE", ["1", "2", "3"], &[]),
+    ("ARQONBUS_HISTORY_MAX_BYTES", ["1", "2", "3"], &[]),
+    ("ARQONBUS_HISTORY_MEMORY_BYTES", ["1", "2", "3"], &[]),
     (
         "ARQONBUS_REDIS_URL",
         ["redis://a:1", "rediss://b:2", "redis-cluster://c:3,d:4"],
@@ -406,6 +428,7 @@ const SAMPLES: &[Sample] = &[
     ),
     ("ARQONBUS_ADMIN_TOKEN", ["a", "b", "c"], &[]),
     ("ARQONBUS_JWT_SECRET", ["a", "b", "c"], &[]),
+    ("ARQONBUS_API_KEY", ["a", "b", "c"], &[]),
     ("ARQONBUS_TELEMETRY_CHANNEL", ["a:b", "c:d", "e:f"], &[]),
     ("ARQONBUS_DASHBOARD_CHANNEL", ["a:b", "c:d", "e:f"], &[]),
     ("ARQONBUS_TELEMETRY_STATS_INTERVAL_MS", ["1", "2", "3"], &[]),
@@ -625,18 +648,86 @@ fn booleans_accept_the_usual_spellings() {
     }
 }
 
+/// Files that exist wherever the tests run, for the TLS path samples.
+const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+const LIB_RS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/lib.rs");
+
+#[test]
+fn blank_secrets_are_invalid_in_every_auth_mode() {
+    for key in [
+        "ARQONBUS_ADMIN_TOKEN",
+        "ARQONBUS_JWT_SECRET",
+        "ARQONBUS_API_KEY",
+    ] {
+        for blank in ["", "   ", "\t"] {
+            let text = err_message(load_env(&[(key, blank)]));
+            assert!(text.starts_with(key), "{text}");
+            assert!(text.contains("<redacted>"), "{text}");
+        }
+    }
+    // Set in code, too.
+    let text = err_message(Config::builder().admin_token(" ").build());
+    assert!(text.contains("admin_token"), "{text}");
+}
+
+#[test]
+fn redis_url_passwords_never_reach_errors() {
+    let text = err_message(load_env(&[(
+        "ARQONBUS_REDIS_URL",
+        "http://:hunter2@host:6379",
+    )]));
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("http://:***@host:6379"), "{text}");
+    let text = err_message(
+        Config::builder()
+            .redis_url("postgres://user:hunter2@host")
+            .build(),
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    assert_eq!(
+        crate::redact_url("redis://user:p@ss@host:6379/1"),
+        "redis://user:***@host:6379/1"
+    );
+    assert_eq!(crate::redact_url("redis://secret@h"), "redis://***@h");
+    assert_eq!(crate::redact_url("redis://h:1"), "redis://h:1");
+}
+
+#[test]
+fn tls_needs_both_readable_files() {
+    let text = err_message(load_env(&[("ARQONBUS_TLS_CERT", MANIFEST)]));
+    assert!(text.starts_with("ARQONBUS_TLS_KEY"), "{text}");
+    let text = err_message(load_env(&[("ARQONBUS_TLS_KEY", MANIFEST)]));
+    assert!(text.starts_with("ARQONBUS_TLS_CERT"), "{text}");
+    let text = err_message(load_env(&[
+        ("ARQONBUS_TLS_CERT", "/nonexistent/cert.pem"),
+        ("ARQONBUS_TLS_KEY", MANIFEST),
+    ]));
+    assert!(text.starts_with("ARQONBUS_TLS_CERT"), "{text}");
+    assert!(text.contains("/nonexistent/cert.pem"), "{text}");
+    let c = load_env(&[("ARQONBUS_TLS_CERT", MANIFEST), ("ARQONBUS_TLS_KEY", LIB_RS)]).unwrap();
+    let tls = c.server.tls().unwrap();
+    assert_eq!(tls.cert, Path::new(MANIFEST));
+    assert_eq!(tls.key, Path::new(LIB_RS));
+}
+
+#[test]
+fn origin_patterns_are_checked() {
+    let c = load_env(&[(
+        "ARQONBUS_ALLOWED_ORIGINS",
+        "https://app.example.com, http://localhost:8080,https://*.example.com",
+    )])
+    .unwrap();
+    assert_eq!(c.server.allowed_origins.len(), 3);
+    for bad in ["app.example.com", "https://", "https://a.example:99999", "*.x"] {
+        let text = err_message(load_env(&[("ARQONBUS_ALLOWED_ORIGINS", bad)]));
+        assert!(text.starts_with("ARQONBUS_ALLOWED_ORIGINS"), "{bad}: {text}");
+    }
+}
+
 #[test]
 fn empty_optional_env_values_are_unset() {
-    let c = load_env(&[
-        ("ARQONBUS_HTTP_PORT", ""),
-        ("ARQONBUS_ADMIN_TOKEN", ""),
-        ("ARQONBUS_JWT_SECRET", ""),
-        ("ARQONBUS_NODE_ID", ""),
-    ])
-    .unwrap();
+    let c = load_env(&[("ARQONBUS_HTTP_PORT", ""), ("ARQONBUS_NODE_ID", "")]).unwrap();
     assert_eq!(c.server.http_port, None);
-    assert!(c.auth.admin_token.is_none());
-    assert!(c.auth.jwt_secret.is_none());
     assert!(c.cluster.node_id.starts_with("node-"));
 
     let c = load_env(&[

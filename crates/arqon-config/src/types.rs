@@ -1,6 +1,7 @@
 //! The typed configuration tree. `Default` is the SPEC default of every field.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The whole configuration of one ArqonBus server.
@@ -54,6 +55,42 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Time allowed for draining clients and flushing storage on shutdown.
     pub shutdown_grace: Duration,
+    /// A socket write that makes no progress this long aborts the connection.
+    pub write_timeout: Duration,
+    /// Concurrent telemetry connections; beyond it upgrades get HTTP 503.
+    pub telemetry_max_connections: usize,
+    /// Browser origins allowed besides same-origin and no-Origin upgrades
+    /// (SPEC §18), validated: `scheme://host[:port]`, with `*.` allowed
+    /// before the host, or `*`.
+    pub allowed_origins: Vec<String>,
+    /// PEM certificate chain (`ARQONBUS_TLS_CERT`); with `tls_key`, every
+    /// listener serves TLS. Validation requires both or neither.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (`ARQONBUS_TLS_KEY`).
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ServerConfig {
+    /// TLS for every listener, when both files are configured; `None`
+    /// serves plain `ws://` and `http://`.
+    pub fn tls(&self) -> Option<TlsConfig> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// PEM files of the server's certificate chain and private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Certificate chain (`ARQONBUS_TLS_CERT`).
+    pub cert: PathBuf,
+    /// Private key (`ARQONBUS_TLS_KEY`).
+    pub key: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +107,11 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            telemetry_max_connections: 100,
+            allowed_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -116,6 +158,11 @@ pub struct RoutingConfig {
     /// System channels as `"room:channel"` strings, validated; created at
     /// startup and never deletable.
     pub system_channels: Vec<String>,
+    /// An auto-created channel without members this long is removed with
+    /// its memory history; `None` = never.
+    pub empty_channel_ttl: Option<Duration>,
+    /// Most messages one `join_channel` with `recover` returns (SPEC §14).
+    pub recovery_max: usize,
 }
 
 impl Default for RoutingConfig {
@@ -131,6 +178,8 @@ impl Default for RoutingConfig {
                 DEFAULT_TELEMETRY_CHANNEL.to_owned(),
                 DEFAULT_DASHBOARD_CHANNEL.to_owned(),
             ],
+            empty_channel_ttl: Some(Duration::from_secs(600)),
+            recovery_max: 1000,
         }
     }
 }
@@ -157,6 +206,11 @@ pub struct StorageConfig {
     pub mode: StorageMode,
     /// Messages kept per channel by the memory backend.
     pub history_size: usize,
+    /// Bytes of encoded envelopes kept per channel by the memory backend.
+    pub history_max_bytes: usize,
+    /// Bytes of memory history across all channels; beyond it the least
+    /// recently written channel loses its oldest messages first.
+    pub history_memory_bytes: usize,
     /// Redis URL (`redis://`, `rediss://`, `redis-cluster://host:port,…`).
     pub redis_url: String,
     /// Approximate cap of each channel's stream.
@@ -175,6 +229,8 @@ impl Default for StorageConfig {
             backend: StorageBackend::default(),
             mode: StorageMode::default(),
             history_size: 500,
+            history_max_bytes: 4_194_304,
+            history_memory_bytes: 268_435_456,
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             redis_stream_maxlen: 10_000,
             history_ttl: Some(Duration::from_secs(86_400)),
@@ -214,6 +270,8 @@ pub struct AuthConfig {
     pub admin_token: Option<Secret>,
     /// HS256 secret; required when `mode` is [`AuthMode::Jwt`].
     pub jwt_secret: Option<Secret>,
+    /// Bearer key of the HTTP server API; `None` disables `/api/*`.
+    pub api_key: Option<Secret>,
 }
 
 /// Authentication mode (SPEC §9).
@@ -272,6 +330,30 @@ impl From<String> for Secret {
 impl From<&str> for Secret {
     fn from(value: &str) -> Self {
         Self(value.to_owned())
+    }
+}
+
+/// A URL fit for logs and error messages: the password of its user info is
+/// replaced by `***` (`redis://:secret@host:6379/0` →
+/// `redis://:***@host:6379/0`; a user info without `:` is hidden whole).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<unparsable URL>".to_owned();
+    };
+    // Credentials end at the last `@` before the path.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        None => url.to_owned(),
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("***", |(user, _)| user);
+            let hidden = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_owned()
+            };
+            format!("{scheme}://{hidden}@{host}{path}")
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::error::{ConfigError, Origin};
 use crate::keys::names::*;
-use crate::types::{AuthMode, ClusterMode, Config, StorageBackend};
+use crate::types::{AuthMode, ClusterMode, Config, ServerConfig, StorageBackend, redact_url};
 
 /// Where each key's current value came from, by canonical name.
 #[derive(Debug, Clone)]
@@ -53,6 +53,9 @@ const AT_LEAST_ONE: &str = "an integer of at least 1";
 const AT_LEAST_ONE_SEC: &str = "a whole number of seconds of at least 1";
 const REDIS_URL_RULE: &str =
     "a URL such as redis://host:port, rediss://… or redis-cluster://host:port,…";
+const ORIGIN_RULE: &str =
+    "an origin such as https://app.example.com or http://localhost:8080, a host wildcard such as https://*.example.com, or *";
+const SECRET_RULE: &str = "a non-blank secret (unset it instead)";
 const LOG_LEVEL_RULE: &str =
     "trace, debug, info, warn, error, off, or a directive such as info,arqon_routing=debug";
 
@@ -95,6 +98,17 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
     positive_secs(PING_INTERVAL_SECS, server.ping_interval)?;
     positive_secs(IDLE_TIMEOUT_SECS, server.idle_timeout)?;
     positive_secs(HANDSHAKE_TIMEOUT_SECS, server.handshake_timeout)?;
+    positive_secs(WRITE_TIMEOUT_SECS, server.write_timeout)?;
+    at_least_one(
+        TELEMETRY_MAX_CONNECTIONS,
+        widen(server.telemetry_max_connections),
+    )?;
+    for origin in &server.allowed_origins {
+        if !is_origin_pattern(origin) {
+            return invalid(ALLOWED_ORIGINS, origin.clone(), ORIGIN_RULE);
+        }
+    }
+    check_tls(server, origins)?;
 
     let limits = &config.limits;
     if limits.rate_limit_per_sec > 0 {
@@ -106,6 +120,15 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
     let routing = &config.routing;
     at_least_one(CLIENT_QUEUE_BYTES, widen(routing.client_queue_bytes))?;
     at_least_one(MAX_SUBSCRIPTIONS, widen(routing.max_subscriptions))?;
+    at_least_one(RECOVERY_MAX, widen(routing.recovery_max))?;
+    if routing.empty_channel_ttl.is_some_and(|ttl| ttl.is_zero()) {
+        // 0 means "never" on input and is stored as `None`.
+        return invalid(
+            EMPTY_CHANNEL_TTL_SECS,
+            "0".to_owned(),
+            "None for \"never\", or at least 1 second",
+        );
+    }
     for channel in &routing.system_channels {
         if !is_channel_name(channel) {
             return invalid(SYSTEM_CHANNELS, channel.clone(), CHANNEL_RULE);
@@ -114,8 +137,10 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
 
     let storage = &config.storage;
     at_least_one(HISTORY_SIZE, widen(storage.history_size))?;
+    at_least_one(HISTORY_MAX_BYTES, widen(storage.history_max_bytes))?;
+    at_least_one(HISTORY_MEMORY_BYTES, widen(storage.history_memory_bytes))?;
     if !is_redis_url(&storage.redis_url) {
-        return invalid(REDIS_URL, storage.redis_url.clone(), REDIS_URL_RULE);
+        return invalid(REDIS_URL, redact_url(&storage.redis_url), REDIS_URL_RULE);
     }
     at_least_one(REDIS_STREAM_MAXLEN, storage.redis_stream_maxlen)?;
     at_least_one(STORAGE_BUFFER_MESSAGES, widen(storage.buffer_messages))?;
@@ -129,6 +154,16 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
     }
 
     let auth = &config.auth;
+    // Set but blank is a mistake in every auth mode (SPEC §18).
+    for (env, secret) in [
+        (ADMIN_TOKEN, &auth.admin_token),
+        (JWT_SECRET, &auth.jwt_secret),
+        (API_KEY, &auth.api_key),
+    ] {
+        if secret.as_ref().is_some_and(|s| s.expose().trim().is_empty()) {
+            return invalid(env, "<redacted>".to_owned(), SECRET_RULE);
+        }
+    }
     let (secret, required) = match auth.mode {
         AuthMode::None => (None, ""),
         AuthMode::Token => (Some(&auth.admin_token), ADMIN_TOKEN),
@@ -177,6 +212,66 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
         return invalid(LOG_LEVEL, config.log.level.clone(), LOG_LEVEL_RULE);
     }
     Ok(())
+}
+
+/// Both TLS files or neither, each a readable file.
+fn check_tls(server: &ServerConfig, origins: &Origins) -> Result<(), ConfigError> {
+    let files = [(TLS_CERT, &server.tls_cert), (TLS_KEY, &server.tls_key)];
+    for ((env, file), (other_env, other)) in files.iter().zip(files.iter().rev()) {
+        match file {
+            Some(path) => {
+                if let Err(err) = std::fs::File::open(path) {
+                    return Err(ConfigError::InvalidValue {
+                        origin: origins.of(env),
+                        value: path.display().to_string(),
+                        expected: if err.kind() == std::io::ErrorKind::NotFound {
+                            "an existing PEM file"
+                        } else {
+                            "a readable PEM file"
+                        },
+                    });
+                }
+            }
+            None if other.is_some() => {
+                return Err(ConfigError::InvalidValue {
+                    origin: origins.of(env),
+                    value: String::new(),
+                    expected: if *other_env == TLS_CERT {
+                        "a PEM private key file, since ARQONBUS_TLS_CERT is set"
+                    } else {
+                        "a PEM certificate file, since ARQONBUS_TLS_KEY is set"
+                    },
+                });
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// `*`, or `scheme://host[:port]` where the host may start with `*.`.
+fn is_origin_pattern(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    let scheme_ok = !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'.' | b'-'));
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || port.is_empty() => (host, Some(port)),
+        _ => (rest, None),
+    };
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'));
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
+    scheme_ok && host_ok && port_ok
 }
 
 /// Two listeners on one host cannot share a non-zero port. The HTTP port

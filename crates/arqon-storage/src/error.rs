@@ -73,38 +73,3 @@ impl From<fred::error::Error> for BackendError {
         Self(error)
     }
 }
-
-/// `redis://user:secret@host:6379/0` → `redis://host:6379/0`: URLs may carry
-/// a password, which must never reach a log or an error message.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "<unparsable URL>".to_owned();
-    };
-    // Credentials end at the last `@` before the path.
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    format!("{scheme}://{host}{path}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_lose_their_credentials() {
-        assert_eq!(
-            redact_url("redis://user:p@ss@host:6379/1"),
-            "redis://host:6379/1"
-        );
-        assert_eq!(redact_url("redis://:secret@h"), "redis://h");
-        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
-        assert_eq!(
-            redact_url("redis-cluster://a:1,b:2"),
-            "redis-cluster://a:1,b:2"
-        );
-        assert_eq!(redact_url("nonsense"), "<unparsable URL>");
-    }
-}

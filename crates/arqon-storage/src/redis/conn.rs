@@ -10,7 +10,9 @@ use fred::prelude::{Builder, Client, ClientLike, Config, EventInterface};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{BackendError, StorageError, redact_url};
+use arqon_config::redact_url;
+
+use crate::error::{BackendError, StorageError};
 use crate::redis::RedisTuning;
 use crate::types::DegradedReason;
 
