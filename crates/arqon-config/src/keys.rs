@@ -223,7 +223,7 @@ pub const KEYS: &[KeySpec] = &[
         ALLOWED_ORIGINS,
         &[],
         None,
-        "(unset: no Origin or same origin only)",
+        "(unset)",
         "Comma-separated browser origins allowed to connect besides same-origin: https://app.example.com, https://*.example.com or *.",
     ),
     key(
@@ -419,7 +419,7 @@ pub const KEYS: &[KeySpec] = &[
         API_KEY,
         &[],
         None,
-        "(unset: /api/* answers 404)",
+        "(unset)",
         "Bearer key of the HTTP server API (/api/*).",
     ),
     key(
