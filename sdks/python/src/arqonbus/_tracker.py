@@ -73,6 +73,18 @@ class _Resync:
     complete: bool = True
     again: bool = False
     buffer: deque[LiveEvent] = field(default_factory=deque)
+    #: ``seq`` of the first buffered live message: history is read only up
+    #: to just before it, so buffered presence events keep their place.
+    first_live_seq: int | None = None
+
+    def upper(self) -> int | None:
+        """The last ``seq`` this recovery must deliver from history."""
+        bounds = []
+        if self.target is not None:
+            bounds.append(self.target)
+        if self.first_live_seq is not None:
+            bounds.append(self.first_live_seq - 1)
+        return min(bounds, default=None)
 
 
 class ChannelTracker:
@@ -119,6 +131,13 @@ class ChannelTracker:
             return self._accept_live(event)
         if len(resync.buffer) < self._buffer_limit:
             resync.buffer.append(event)
+            if (
+                resync.first_live_seq is None
+                and isinstance(event, Message)
+                and event.seq is not None
+                and event.epoch in (None, self.epoch)
+            ):
+                resync.first_live_seq = event.seq
         else:
             # Fetched from history after the buffer has been delivered.
             resync.again = True
@@ -175,7 +194,8 @@ class ChannelTracker:
             self.epoch = joined.epoch
             self.last_seq = joined.seq
             return self._finish(resync, [], filled=False)
-        if joined.seq > (self.last_seq or 0):
+        upper = resync.upper()
+        if upper is not None and upper > (self.last_seq or 0):
             # recovered is None (a server without SPEC §14) or False (more
             # than the server recovers at once): history has what it has.
             resync.via = "history"
@@ -200,7 +220,8 @@ class ChannelTracker:
             return self._finish(resync, [], filled=False)
         before = self.last_seq
         events = self._replay(resync, history.messages)
-        caught_up = (self.last_seq or 0) >= resync.target
+        upper = resync.upper()
+        caught_up = upper is None or (self.last_seq or 0) >= upper
         if not caught_up and self.last_seq != before:
             return Step(events, self._next_fetch(resync))
         return self._finish(resync, events, filled=caught_up)
@@ -259,7 +280,8 @@ class ChannelTracker:
                 continue
             if self.last_seq is not None and seq <= self.last_seq:
                 continue
-            if resync.target is not None and seq > resync.target:
+            upper = resync.upper()
+            if upper is not None and seq > upper:
                 continue
             if seq != (self.last_seq or 0) + 1:
                 resync.complete = False  # the oldest missed messages are gone
@@ -272,12 +294,14 @@ class ChannelTracker:
 
     def _next_fetch(self, resync: _Resync) -> Fetch:
         after = self.last_seq or 0
-        wanted = HISTORY_PAGE if resync.target is None else resync.target - after
+        upper = resync.upper()
+        wanted = HISTORY_PAGE if upper is None else upper - after
         return Fetch(after_seq=after, limit=max(1, min(HISTORY_PAGE, wanted)))
 
     def _finish(self, resync: _Resync, events: list[SubscriptionEvent], *, filled: bool) -> Step:
         self._resync = None
-        target = resync.target if resync.target is not None else self.last_seq or 0
+        upper = None if resync.epoch_changed else resync.upper()
+        target = upper if upper is not None else self.last_seq or 0
         if self.last_seq is None or self.last_seq < target:
             self.last_seq = target
         filled = filled and resync.complete and not resync.epoch_changed
