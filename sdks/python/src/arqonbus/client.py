@@ -372,6 +372,19 @@ class ArqonBus:
         timeout: float | None = ...,
     ) -> None: ...
 
+    @overload
+    async def publish(
+        self,
+        room: str,
+        channel: str,
+        payload: Mapping[str, Any],
+        *,
+        ack: bool,
+        metadata: Mapping[str, Any] | None = ...,
+        echo: bool = ...,
+        timeout: float | None = ...,
+    ) -> Ack | None: ...
+
     async def publish(
         self,
         room: str,
@@ -421,6 +434,17 @@ class ArqonBus:
         metadata: Mapping[str, Any] | None = ...,
         timeout: float | None = ...,
     ) -> None: ...
+
+    @overload
+    async def send(
+        self,
+        client_id: str,
+        payload: Mapping[str, Any],
+        *,
+        ack: bool,
+        metadata: Mapping[str, Any] | None = ...,
+        timeout: float | None = ...,
+    ) -> Ack | None: ...
 
     async def send(
         self,
