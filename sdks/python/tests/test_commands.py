@@ -85,6 +85,23 @@ async def test_join_leave_and_subscription_end(
         await bus.leave(room, "never-created")
 
 
+async def test_leave_does_not_wait_for_a_full_queue(
+    server: BusServer, clients: Connect, room: str
+) -> None:
+    """A subscription nobody reads stalls the connection once its queue is
+    full; leaving it releases the connection at once."""
+    bus = await clients(server.url, queue_size=1)
+    sub = await bus.join(room, "stalled")
+    publisher = await clients(server.url)
+    await publisher.join(room, "stalled")
+    for n in range(200):
+        await publisher.publish(room, "stalled", {"n": n})
+    await publisher.ping()
+    left = await bus.leave(room, "stalled", timeout=WAIT)
+    assert left.was_member and sub.closed
+    assert (await bus.ping()).pong
+
+
 async def test_list_channels_and_channel_info(
     server: BusServer, clients: Connect, room: str
 ) -> None:

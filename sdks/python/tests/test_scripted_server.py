@@ -249,3 +249,21 @@ async def test_unrecoverable_rejoin_reports_a_gap() -> None:
         assert not gap.epoch_changed
         next_message = await sub.get(WAIT)
         assert isinstance(next_message, Message) and next_message.seq == 6
+
+
+async def test_join_returns_before_recovered_messages_fit_the_queue() -> None:
+    """More recovered messages than the subscription queue holds: join()
+    returns anyway, and the consumer gets them all."""
+
+    async def script(peer: Peer) -> None:
+        join = await peer.command("join_channel")
+        assert join["args"]["recover"] == {"seq": 0, "epoch": EPOCH}
+        await peer.reply(
+            join,
+            {"room": "r", "channel": "c", "participant_count": 1, "seq": 6, "epoch": EPOCH,
+             "recovered": True, "publications": [message(s) for s in range(1, 7)]},
+        )  # fmt: skip
+
+    async with scripted_server(script) as url, ArqonBus(url, queue_size=2) as bus:
+        sub = await bus.join("r", "c", recover=arqonbus.Position(0, EPOCH), timeout=WAIT)
+        assert [m.seq for m in await messages(sub, 6)] == [1, 2, 3, 4, 5, 6]

@@ -554,13 +554,12 @@ class ArqonBus:
         return sub
 
     async def leave(self, room: str, channel: str, *, timeout: float | None = None) -> Left:
-        """Leaves ``room:channel``; its subscription ends."""
-        payload = await self._call(
-            "leave_channel",
-            {"room": room, "channel": channel},
-            timeout,
-            on_reply=partial(self._on_leave_reply, (room, channel)),
-        )
+        """Leaves ``room:channel``. Its subscription ends at once: events
+        still queued are dropped and the iteration stops."""
+        sub = self._subs.pop((room, channel), None)
+        if sub is not None:
+            sub._mailbox.end(SubscriptionClosed(f"left {room}:{channel}"), discard=True)
+        payload = await self._call("leave_channel", {"room": room, "channel": channel}, timeout)
         return Left.from_payload(payload)
 
     async def list_channels(
@@ -923,10 +922,13 @@ class ArqonBus:
                     log.debug("server error answering no call: %s", error)
                     self._emit(ServerErrorEvent(error))
                 return
-            if entry.on_reply is not None:
-                await entry.on_reply(envelope)
+            # The caller resumes only when this task next waits, after the
+            # handler has updated its state; resolving first means a
+            # handler blocked on a full queue never holds the caller back.
             if entry.future is not None and not entry.future.done():
                 entry.future.set_result(envelope)
+            if entry.on_reply is not None:
+                await entry.on_reply(envelope)
         elif kind == "system":
             await self._on_system(envelope)
         elif kind == "command":
@@ -1041,13 +1043,6 @@ class ArqonBus:
         else:
             step = sub._tracker.on_history(History.from_payload(_payload(envelope)))
         await self._apply(sub, step)
-
-    async def _on_leave_reply(self, key: tuple[str, str], envelope: JsonObject) -> None:
-        if envelope.get("type") == "error":
-            return
-        sub = self._subs.pop(key, None)
-        if sub is not None:
-            sub._mailbox.end(SubscriptionClosed(f"left {key[0]}:{key[1]}"))
 
     def _emit(self, event: BusEvent) -> None:
         if self._on_event is None:

@@ -106,6 +106,6 @@ class Subscription:
             raise SubscriptionClosed(f"subscription {self.room}:{self.channel} ended") from None
 
     async def leave(self, *, timeout: float | None = None) -> Left:
-        """Leaves the channel; the iteration stops after the events already
-        queued."""
+        """Leaves the channel; the iteration stops at once (events still
+        queued are dropped)."""
         return await self._bus.leave(self.room, self.channel, timeout=timeout)
