@@ -282,6 +282,9 @@ export class ArqonBus {
     request: (command, args, internal, timeoutMs) =>
       this.#command<JsonObject>(command, args, timeoutMs === undefined ? {} : { timeoutMs }, internal),
     leave: (sub) => this.#leaveSubscription(sub),
+    ended: (sub) => {
+      if (this.#subs.get(sub.key) === sub) this.#subs.delete(sub.key);
+    },
   };
 
   /**
@@ -414,12 +417,12 @@ export class ArqonBus {
   // ---- commands --------------------------------------------------------------
 
   /** `ping`: checks the connection; the server's time. */
-  ping(options: CallOptions = {}): Promise<PongReply> {
+  async ping(options: CallOptions = {}): Promise<PongReply> {
     return this.#command('ping', {}, options);
   }
 
   /** `status`: server, clients, channels, messages, storage. */
-  status(options: CallOptions = {}): Promise<StatusReply> {
+  async status(options: CallOptions = {}): Promise<StatusReply> {
     return this.#command('status', {}, options);
   }
 
@@ -443,7 +446,7 @@ export class ArqonBus {
    * the client's `message` events; the channel is not re-joined after a
    * reconnect. Prefer {@link ArqonBus.join}, which manages all that.
    */
-  joinChannel(
+  async joinChannel(
     room: string,
     channel: string,
     options: CallOptions & { presence?: boolean; recover?: StreamPosition } = {},
@@ -466,7 +469,7 @@ export class ArqonBus {
   }
 
   /** `list_channels`: every channel, or those of `room` (paged with `limit`/`cursor` on servers with §18). */
-  listChannels(options: CallOptions & { room?: string; limit?: number; cursor?: string } = {}): Promise<ChannelListReply> {
+  async listChannels(options: CallOptions & { room?: string; limit?: number; cursor?: string } = {}): Promise<ChannelListReply> {
     const args: JsonObject = {};
     if (options.room !== undefined) {
       checkName('room', options.room);
@@ -478,14 +481,14 @@ export class ArqonBus {
   }
 
   /** `channel_info`: the channel record, its members, its history position. */
-  channelInfo(room: string, channel: string, options: CallOptions = {}): Promise<ChannelInfoReply> {
+  async channelInfo(room: string, channel: string, options: CallOptions = {}): Promise<ChannelInfoReply> {
     checkName('room', room);
     checkName('channel', channel);
     return this.#command('channel_info', { room, channel }, options);
   }
 
   /** `history`: stored messages, oldest first (see {@link HistoryOptions}). */
-  history(room: string, channel: string, options: HistoryOptions = {}): Promise<HistoryReply> {
+  async history(room: string, channel: string, options: HistoryOptions = {}): Promise<HistoryReply> {
     checkName('room', room);
     checkName('channel', channel);
     const args: JsonObject = { room, channel };
@@ -497,7 +500,7 @@ export class ArqonBus {
   }
 
   /** `create_channel` (admin). */
-  createChannel(
+  async createChannel(
     room: string,
     channel: string,
     options: CallOptions & { description?: string; metadata?: object } = {},
@@ -514,7 +517,7 @@ export class ArqonBus {
   }
 
   /** `delete_channel` (admin); with `force`, members are removed. */
-  deleteChannel(room: string, channel: string, options: CallOptions & { force?: boolean } = {}): Promise<DeleteChannelReply> {
+  async deleteChannel(room: string, channel: string, options: CallOptions & { force?: boolean } = {}): Promise<DeleteChannelReply> {
     checkName('room', room);
     checkName('channel', channel);
     const args: JsonObject = { room, channel };
@@ -523,7 +526,7 @@ export class ArqonBus {
   }
 
   /** `presence` (§15): one page of a channel's members; pass `next_cursor` back as `cursor` for the next. */
-  presence(
+  async presence(
     room: string,
     channel: string,
     options: CallOptions & { limit?: number; cursor?: string } = {},
@@ -540,7 +543,7 @@ export class ArqonBus {
    * Any command by name, for commands this SDK does not wrap. Resolves with
    * the reply's payload (typed as `T`, unchecked).
    */
-  command<T extends object = JsonObject>(name: string, args: object = {}, options: CallOptions = {}): Promise<T> {
+  async command<T extends object = JsonObject>(name: string, args: object = {}, options: CallOptions = {}): Promise<T> {
     checkObject('args', args);
     return this.#command<T>(name, args as JsonObject, options);
   }
@@ -557,7 +560,7 @@ export class ArqonBus {
   publish(room: string, channel: string, payload: object, options: PublishOptions & { ack: true }): Promise<PublishAck>;
   publish(room: string, channel: string, payload: object, options?: PublishOptions & { ack?: false }): Promise<void>;
   publish(room: string, channel: string, payload: object, options?: PublishOptions): Promise<PublishAck | void>;
-  publish(room: string, channel: string, payload: object, options: PublishOptions = {}): Promise<PublishAck | void> {
+  async publish(room: string, channel: string, payload: object, options: PublishOptions = {}): Promise<PublishAck | void> {
     checkName('room', room);
     checkName('channel', channel);
     checkObject('payload', payload);
@@ -572,7 +575,7 @@ export class ArqonBus {
   send(clientId: string, payload: object, options: PublishOptions & { ack: true }): Promise<PublishAck>;
   send(clientId: string, payload: object, options?: PublishOptions & { ack?: false }): Promise<void>;
   send(clientId: string, payload: object, options?: PublishOptions): Promise<PublishAck | void>;
-  send(clientId: string, payload: object, options: PublishOptions = {}): Promise<PublishAck | void> {
+  async send(clientId: string, payload: object, options: PublishOptions = {}): Promise<PublishAck | void> {
     if (typeof clientId !== 'string' || clientId === '') throw new TypeError('clientId must be a non-empty string');
     checkObject('payload', payload);
     return this.#message({ toClient: clientId }, payload, options, 'send');

@@ -106,6 +106,8 @@ export interface SubscriptionHost {
   request(command: string, args: JsonObject, internal: boolean, timeoutMs?: number): Promise<JsonObject>;
   /** Sends `leave_channel` for `sub` and ends it. */
   leave(sub: ManagedSubscription<JsonObject>): Promise<void>;
+  /** `sub` ended: forget it. */
+  ended(sub: ManagedSubscription<JsonObject>): void;
 }
 
 /** Settings of a subscription, from the client options. @internal */
@@ -117,6 +119,8 @@ export interface SubscriptionSettings {
 
 /** The largest `history` page the server allows (SPEC §5). */
 const HISTORY_PAGE = 1000;
+/** Drops by the SDK's own buffers are reported at most this often per subscription. */
+const CLIENT_LAG_WINDOW_MS = 100;
 /** Seqs remembered for de-duplicating a lag refill. */
 const RECENT_WINDOW = 10_000;
 
@@ -359,6 +363,7 @@ export class ManagedSubscription<P = JsonObject> implements Subscription<P> {
     const event: RemovedEvent = { room: this.room, channel: this.channel, reason, message };
     if (error !== undefined) event.error = error;
     this.endReason = event;
+    this.#host.ended(this as unknown as ManagedSubscription<JsonObject>);
     this.#events.emit('removed', event);
     for (const queue of this.#iterators) {
       for (const pending of this.#backlog.splice(0)) queue.push(pending);
@@ -602,14 +607,14 @@ export class ManagedSubscription<P = JsonObject> implements Subscription<P> {
     });
   }
 
-  /** Reports messages the SDK dropped, once per burst. */
+  /** Reports messages the SDK dropped, coalesced over {@link CLIENT_LAG_WINDOW_MS}. */
   #noteClientDrop(seq: number | null): void {
     if (this.#clientDrops !== null) {
       this.#clientDrops.count += 1;
       return;
     }
     this.#clientDrops = { count: 1, first: seq };
-    queueMicrotask(() => {
+    setTimeout(() => {
       const drops = this.#clientDrops;
       this.#clientDrops = null;
       if (drops === null) return;
@@ -621,7 +626,7 @@ export class ManagedSubscription<P = JsonObject> implements Subscription<P> {
         firstDroppedSeq: drops.first,
         refilling: false,
       });
-    });
+    }, CLIENT_LAG_WINDOW_MS);
   }
 }
 
