@@ -154,7 +154,9 @@ async fn invalid_query_parameters_are_refused_with_400() {
         (format!("avatar={}", "a".repeat(513)), "avatar"),
         (format!("personality={}", "p".repeat(257)), "personality"),
         ("personality=".to_owned(), "personality"),
-        ("token=".to_owned(), "token"),
+        ("screen_name=a%1B%5B31m".to_owned(), "screen_name"),
+        ("screen_name=x%E2%80%AEy".to_owned(), "screen_name"),
+        ("personality=line%0Abreak".to_owned(), "personality"),
         (
             format!("client_type=service&screen_name={}", "s".repeat(65)),
             "screen_name",

@@ -11,6 +11,8 @@ use arqon_telemetry::metrics::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::origin::OriginPolicy;
+
 /// The server's version, as built.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The commit the server was built from (`unknown` outside a git checkout).
@@ -30,6 +32,13 @@ pub struct App {
     draining: AtomicBool,
     /// Cancelled when shutdown starts; every connection watches it.
     pub shutdown: CancellationToken,
+    /// Cancelled when the shutdown grace period is over: connections still
+    /// open are cut off where they stand (SPEC §18).
+    pub abort: CancellationToken,
+    /// Which browser origins may open a WebSocket (SPEC §18).
+    pub origins: OriginPolicy,
+    /// Open telemetry connections (reserved at the upgrade).
+    telemetry_connections: AtomicUsize,
     /// Every connection task, so that shutdown can wait for them.
     pub tasks: TaskTracker,
     /// Renders `/metrics`; `None` when no recorder was installed (an
@@ -49,12 +58,16 @@ impl App {
             bus = bus.with_cluster(cluster);
         }
         let bus = Arc::new(bus);
+        let origins = OriginPolicy::new(&config.server.allowed_origins);
         Arc::new(Self {
             config,
             bus,
             connections: AtomicUsize::new(0),
+            telemetry_connections: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            origins,
             tasks: TaskTracker::new(),
             metrics,
         })
@@ -81,26 +94,59 @@ impl App {
         self.connections.load(Ordering::Relaxed)
     }
 
-    /// Reserves a connection slot, or `None` at `ARQONBUS_MAX_CONNECTIONS`.
+    /// Reserves a bus connection slot, or `None` at
+    /// `ARQONBUS_MAX_CONNECTIONS`.
     pub fn reserve_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
-        let max = self.config.server.max_connections;
-        self.connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-                (open < max).then_some(open + 1)
-            })
-            .ok()
-            .map(|_| ConnectionSlot { app: self.clone() })
+        self.reserve(Listener::Bus)
+    }
+
+    /// Reserves a telemetry connection slot, or `None` at
+    /// `ARQONBUS_TELEMETRY_MAX_CONNECTIONS`.
+    pub fn reserve_telemetry_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        self.reserve(Listener::Telemetry)
+    }
+
+    fn counter(&self, listener: Listener) -> (&AtomicUsize, usize) {
+        let server = &self.config.server;
+        match listener {
+            Listener::Bus => (&self.connections, server.max_connections),
+            Listener::Telemetry => (
+                &self.telemetry_connections,
+                server.telemetry_max_connections,
+            ),
+        }
+    }
+
+    fn reserve(self: &Arc<Self>, listener: Listener) -> Option<ConnectionSlot> {
+        let (open, max) = self.counter(listener);
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+            (open < max).then_some(open + 1)
+        })
+        .ok()
+        .map(|_| ConnectionSlot {
+            app: self.clone(),
+            listener,
+        })
     }
 }
 
-/// One reserved connection; dropping it frees the slot.
+#[derive(Debug, Clone, Copy)]
+enum Listener {
+    Bus,
+    Telemetry,
+}
+
+/// One reserved connection; dropping it frees the slot. Connection tasks
+/// drop it only once their socket is closed.
 #[derive(Debug)]
 pub struct ConnectionSlot {
     app: Arc<App>,
+    listener: Listener,
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.app.connections.fetch_sub(1, Ordering::AcqRel);
+        let (open, _) = self.app.counter(self.listener);
+        open.fetch_sub(1, Ordering::AcqRel);
     }
 }

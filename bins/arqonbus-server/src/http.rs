@@ -5,8 +5,9 @@ use std::sync::Arc;
 use arqon_commands::PRODUCT_NAME;
 use arqon_protocol::{PROTOCOL_VERSION, now_rfc3339};
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
@@ -21,19 +22,76 @@ use crate::ws;
 
 /// The bus listener: WebSocket at `/` and `/ws`, plus the HTTP endpoints.
 pub fn bus_router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/", get(ws::upgrade))
-        .route("/ws", get(ws::upgrade))
-        .merge(http_routes())
-        .with_state(app)
-        .layer(axum::middleware::map_response(allow_any_origin))
+    finish(
+        Router::new()
+            .route("/", get(ws::upgrade))
+            .route("/ws", get(ws::upgrade))
+            .merge(http_routes())
+            .with_state(app),
+    )
 }
 
 /// The HTTP endpoints alone, for the optional `ARQONBUS_HTTP_PORT` listener.
 pub fn http_router(app: Arc<App>) -> Router {
-    http_routes()
-        .with_state(app)
+    finish(http_routes().with_state(app))
+}
+
+/// What every listener's router shares (SPEC §12, §18): JSON bodies for
+/// unknown paths and methods, CORS preflights answered on every path, and
+/// `Access-Control-Allow-Origin: *` on every response. (CORS does not
+/// govern WebSocket upgrades: those are checked against the Origin policy.)
+pub fn finish(router: Router) -> Router {
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(preflight))
         .layer(axum::middleware::map_response(allow_any_origin))
+}
+
+/// Methods and headers a preflight allows.
+const ALLOW_METHODS: &str = "GET, POST, DELETE, OPTIONS";
+const ALLOW_HEADERS: &str = "Authorization, Content-Type";
+/// How long a browser may cache a preflight answer, in seconds.
+const PREFLIGHT_MAX_AGE: &str = "600";
+
+/// Answers `OPTIONS` on any path with 204 and the CORS headers.
+async fn preflight(request: Request, next: Next) -> Response {
+    if request.method() != Method::OPTIONS {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (header::ACCESS_CONTROL_ALLOW_METHODS, ALLOW_METHODS),
+            (header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOW_HEADERS),
+            (header::ACCESS_CONTROL_MAX_AGE, PREFLIGHT_MAX_AGE),
+        ],
+    )
+        .into_response()
+}
+
+async fn not_found(uri: Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({
+            "error": "not found",
+            "field": null,
+            "message": format!("no endpoint at {}", uri.path()),
+        })),
+    )
+        .into_response()
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(json!({
+            "error": "method not allowed",
+            "field": null,
+            "message": format!("{method} is not served at {}", uri.path()),
+        })),
+    )
+        .into_response()
 }
 
 fn http_routes() -> Router<Arc<App>> {

@@ -26,6 +26,7 @@
 mod accept;
 mod app;
 mod http;
+mod origin;
 mod telemetry;
 mod ws;
 
@@ -217,6 +218,13 @@ impl Server {
                 stop_background.clone(),
             )),
         ];
+        if let Some(ttl) = app.config.routing.empty_channel_ttl {
+            tokio::spawn(reclaim_idle_channels(
+                app.clone(),
+                ttl,
+                stop_background.clone(),
+            ));
+        }
         if let Some(handle) = app.metrics.clone() {
             tokio::spawn(run_upkeep(
                 handle,
@@ -273,6 +281,34 @@ impl Server {
     }
 }
 
+/// Every so often, removes the auto-created channels left empty for `ttl`
+/// (SPEC §18). Checks four times per `ttl` (between 100 ms and 30 s), so
+/// a channel goes between `ttl` and `ttl` plus that interval after its
+/// last member left.
+async fn reclaim_idle_channels(
+    app: Arc<app::App>,
+    ttl: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let every = (ttl / 4).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(30),
+    );
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {
+                app.bus.reclaim_idle_channels(ttl);
+            }
+        }
+    }
+}
+
+/// How long aborted connection tasks get to finish.
+const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Starts draining and waits for the connections to close, within the
 /// grace period (less a margin for the rest of the shutdown).
 async fn drain(app: &Arc<app::App>) {
@@ -284,8 +320,17 @@ async fn drain(app: &Arc<app::App>) {
     if tokio::time::timeout(wait, app.tasks.wait()).await.is_err() {
         info!(
             connections = app.connection_count(),
-            "grace period over; dropping the remaining connections"
+            "grace period over; aborting the remaining connections"
         );
+        // Every connection task gives up where it stands and closes its
+        // socket; none is left running behind the server's back.
+        app.abort.cancel();
+        if tokio::time::timeout(ABORT_WAIT, app.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connection tasks still running after the abort");
+        }
     }
 }
 

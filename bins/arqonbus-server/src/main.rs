@@ -1,7 +1,7 @@
 //! `arqonbus-server`: parse the command line, load the configuration,
 //! install logging, bind, serve until SIGTERM/SIGINT.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use arqon_config::{CONFIG_FILE_ENV, Config, LogFormat, Sources, help_table, load};
@@ -85,8 +85,11 @@ impl Cli {
 fn install_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    // Colour codes only for a person at a terminal, never in log files or
+    // collectors.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),

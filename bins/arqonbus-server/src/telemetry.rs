@@ -5,58 +5,120 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use std::net::SocketAddr;
+
+use arqon_commands::auth::{self, AuthError};
+use arqon_config::AuthMode;
 use arqon_protocol::{ClientId, Envelope, RawJson, SERVER_SENDER, close};
-use arqon_routing::{CloseReason, Outbound, Publisher, PushError};
+use arqon_routing::{CloseReason, Outbound, Publisher, PushError, Role};
 use arqon_storage::StorageEvent;
-use arqon_telemetry::metrics::ConnectionGauge;
+use arqon_telemetry::metrics::{AbortReason, ConnectionGauge};
 use arqon_telemetry::{Event, EventFilter, StatsSnapshot, run_stats};
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
 use futures_util::StreamExt;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::debug;
 
-use crate::app::{App, VERSION};
-use crate::ws::write_loop;
+use crate::app::{App, ConnectionSlot, VERSION};
+use crate::ws::{
+    Refusal, WriterSettings, bearer_token, forbidden_origin, read_error_close, refuse,
+    unauthorized, write_loop,
+};
 
 pub fn router(app: Arc<App>) -> Router {
-    Router::new().route("/", get(upgrade)).with_state(app)
+    crate::http::finish(Router::new().route("/", get(upgrade)).with_state(app))
 }
+
+/// Inbound frames on the telemetry listener are ignored; larger ones than
+/// this close the connection with 1009 (SPEC §18).
+const MAX_INBOUND_FRAME: usize = 4096;
 
 #[derive(Debug, serde::Deserialize)]
 struct TelemetryQuery {
     #[serde(default)]
     events: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
 }
 
 async fn upgrade(
     State(app): State<Arc<App>>,
-    Query(query): Query<TelemetryQuery>,
-    upgrade: WebSocketUpgrade,
-) -> Response {
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    query: Result<Query<TelemetryQuery>, QueryRejection>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, Refusal> {
+    let upgrade = upgrade.map_err(|_| {
+        refuse(
+            StatusCode::UPGRADE_REQUIRED,
+            "websocket upgrade required",
+            None,
+            "connect with a WebSocket client to ws://HOST:TELEMETRY_PORT/",
+        )
+    })?;
     if app.is_draining() {
-        let body = json!({"error": "server shutting down", "field": null, "message": "try another node or later"});
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server shutting down",
+            None,
+            "try another node or later",
+        ));
     }
+    app.origins
+        .check(&headers)
+        .map_err(|origin| forbidden_origin(&origin))?;
+    let Query(query) = query.map_err(|_| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid query string",
+            None,
+            "the query string could not be parsed",
+        )
+    })?;
     let filter = match query.events.as_deref() {
         None => EventFilter::all(),
-        Some(list) => match EventFilter::parse(list) {
-            Ok(filter) => filter,
-            Err(err) => {
-                let body = json!({"error": "invalid query parameter", "field": "events", "message": err.to_string()});
-                return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
-            }
-        },
+        Some(list) => EventFilter::parse(list).map_err(|err| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid query parameter",
+                Some("events"),
+                &err.to_string(),
+            )
+        })?,
     };
-    upgrade.on_upgrade(move |socket| {
-        let tasks = app.tasks.clone();
-        tasks.track_future(stream(app, socket, filter))
-    })
+    // In token and jwt modes the telemetry stream is for operators only
+    // (SPEC §18): it shows every client, channel and error.
+    if app.config.auth.mode != AuthMode::None {
+        let token = query.token.or_else(|| bearer_token(&headers));
+        let identity = auth::authenticate(&app.config.auth, peer, token.as_deref())
+            .map_err(|err| unauthorized(&err))?;
+        if identity.role != Role::Admin {
+            return Err(unauthorized(&AuthError::AdminRequired));
+        }
+    }
+    let slot = app.reserve_telemetry_connection().ok_or_else(|| {
+        refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection limit reached",
+            None,
+            "the telemetry listener is at ARQONBUS_TELEMETRY_MAX_CONNECTIONS",
+        )
+    })?;
+    Ok(upgrade
+        .max_message_size(MAX_INBOUND_FRAME)
+        .max_frame_size(MAX_INBOUND_FRAME)
+        .on_upgrade(move |socket| {
+            let tasks = app.tasks.clone();
+            tasks.track_future(stream(app, socket, filter, slot))
+        }))
 }
 
 /// The close sent to telemetry sockets on shutdown.
@@ -66,12 +128,20 @@ const SHUTDOWN_CLOSE: CloseReason = CloseReason {
     discard_pending: false,
 };
 
+/// The close once the client closed or the stream ended.
+const NORMAL_CLOSE: CloseReason = CloseReason {
+    code: close::NORMAL,
+    reason: "telemetry stream closed",
+    discard_pending: false,
+};
+
 /// Sends `telemetry_connected`, then every event the filter selects, until
 /// either side closes. Events go through the same bounded, byte-limited
 /// queue and writer task as bus connections: when a slow reader's queue is
 /// full, the event is dropped for that socket and counted at once in
 /// `arqonbus_telemetry_dropped_total`; nothing upstream ever waits for it.
-async fn stream(app: Arc<App>, socket: WebSocket, filter: EventFilter) {
+/// The slot is released once the socket is closed.
+async fn stream(app: Arc<App>, socket: WebSocket, filter: EventFilter, slot: ConnectionSlot) {
     let _gauge = ConnectionGauge::telemetry();
     let telemetry = app.bus.telemetry();
     // Subscribe before the greeting so that no event falls in between.
@@ -90,37 +160,52 @@ async fn stream(app: Arc<App>, socket: WebSocket, filter: EventFilter) {
     }
     let (sink, mut incoming) = socket.split();
     let writer_done = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(
+    let mut writer = AbortOnDropHandle::new(tokio::spawn(write_loop(
         sink,
         outbound.clone(),
-        app.config.server.ping_interval,
+        WriterSettings::of(&app),
         writer_done.clone(),
-    ));
-    loop {
-        tokio::select! {
-            () = app.shutdown.cancelled() => {
-                outbound.close(SHUTDOWN_CLOSE);
-                break;
-            }
-            () = writer_done.cancelled() => break,
-            event = events.recv() => {
-                let Some(event) = event else { break };
-                if let Err(PushError::Full) = outbound.push(event.frame.clone()) {
-                    events.count_dropped(1);
+    )));
+    let pump = async {
+        loop {
+            tokio::select! {
+                () = app.shutdown.cancelled() => {
+                    outbound.close(SHUTDOWN_CLOSE);
+                    break;
                 }
+                () = writer_done.cancelled() => break,
+                event = events.recv() => {
+                    let Some(event) = event else { break };
+                    if let Err(PushError::Full) = outbound.push(event.frame.clone()) {
+                        events.count_dropped(1);
+                    }
+                }
+                message = incoming.next() => match message {
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(_)) => {}
+                    Some(Err(err)) => {
+                        if let Some(close) = read_error_close(&err) {
+                            outbound.close(close);
+                        }
+                        break;
+                    }
+                },
             }
-            message = incoming.next() => match message {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => {}
-            },
+        }
+        outbound.close(NORMAL_CLOSE);
+        let _ =
+            tokio::time::timeout(app.config.server.shutdown_grace, writer_done.cancelled()).await;
+    };
+    tokio::select! {
+        () = pump => {}
+        () = app.abort.cancelled() => {
+            arqon_telemetry::metrics::connection_aborted(AbortReason::Shutdown);
         }
     }
-    outbound.close(CloseReason {
-        code: close::NORMAL,
-        reason: "",
-        discard_pending: false,
-    });
-    let _ = tokio::time::timeout(app.config.server.shutdown_grace, writer).await;
+    writer.abort();
+    let _ = (&mut writer).await;
+    drop(incoming);
+    drop(slot);
 }
 
 /// Republishes every telemetry event on its bus channel (the telemetry

@@ -1,16 +1,18 @@
 //! The WebSocket side of the bus listener (SPEC §2, §11): the upgrade
 //! checks, then one reader loop and one writer task per connection.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arqon_commands::auth::{self, AuthError};
 use arqon_commands::{Flow, Session};
 use arqon_protocol::{
-    ClientId, ClientType, MAX_AVATAR_LEN, MAX_PERSONALITY_LEN, MAX_SCREEN_NAME_LEN, close,
+    ClientId, ClientType, MAX_AVATAR_LEN, MAX_PERSONALITY_LEN, MAX_SCREEN_NAME_LEN,
+    check_profile_text, close,
 };
 use arqon_routing::{Batch, Client, CloseReason, Outbound, Profile};
-use arqon_telemetry::metrics::ConnectionGauge;
+use arqon_telemetry::metrics::{AbortReason, ConnectionGauge};
 use arqon_telemetry::{AgentAction, Event};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -25,6 +27,7 @@ use serde_json::json;
 use tokio::time::{Duration, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::app::{App, ConnectionSlot};
@@ -46,7 +49,24 @@ const TOO_BIG_CLOSE: CloseReason = CloseReason {
 };
 const NORMAL_CLOSE: CloseReason = CloseReason {
     code: close::NORMAL,
-    reason: "",
+    reason: "connection closed",
+    discard_pending: false,
+};
+/// Recorded when a write made no progress: the queue is freed, and no
+/// close frame is attempted on a socket that does not drain.
+pub(crate) const STALLED_CLOSE: CloseReason = CloseReason {
+    code: close::GOING_AWAY,
+    reason: "write timeout",
+    discard_pending: true,
+};
+const INVALID_UTF8_CLOSE: CloseReason = CloseReason {
+    code: close::INVALID_UTF8,
+    reason: "text frame is not valid UTF-8",
+    discard_pending: false,
+};
+const PROTOCOL_ERROR_CLOSE: CloseReason = CloseReason {
+    code: close::PROTOCOL_ERROR,
+    reason: "websocket protocol error",
     discard_pending: false,
 };
 const REPLACED_CLOSE: CloseReason = CloseReason {
@@ -67,6 +87,9 @@ const WRITE_BUFFER_BYTES: usize = 32 * 1024;
 const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(1);
 /// How long a close frame may take to write before the socket is dropped.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the server gives a client, after the client's own close frame,
+/// to see the echo before the TCP connection goes.
+const CLOSE_ECHO_WAIT: Duration = Duration::from_secs(1);
 
 /// A refused upgrade: HTTP status plus a JSON body naming the problem
 /// (`{"error", "field", "message"}`).
@@ -78,7 +101,12 @@ pub struct Refusal {
     message: String,
 }
 
-fn refuse(status: StatusCode, error: &'static str, field: Option<&str>, message: &str) -> Refusal {
+pub fn refuse(
+    status: StatusCode,
+    error: &'static str,
+    field: Option<&str>,
+    message: &str,
+) -> Refusal {
     Refusal {
         status,
         error,
@@ -120,9 +148,8 @@ fn parse_params(pairs: &[(String, String)]) -> Result<ConnectParams, Refusal> {
                 continue;
             }
             "token" => {
-                if value.is_empty() {
-                    return Err(invalid("token", "must not be empty"));
-                }
+                // An empty token is an invalid token (401 where tokens are
+                // checked), not a malformed request (SPEC §18).
                 params.token = Some(value.clone());
                 continue;
             }
@@ -131,9 +158,7 @@ fn parse_params(pairs: &[(String, String)]) -> Result<ConnectParams, Refusal> {
             "personality" => MAX_PERSONALITY_LEN,
             _ => continue,
         };
-        if value.is_empty() || value.chars().count() > limit {
-            return Err(invalid(name, &format!("must be 1-{limit} characters")));
-        }
+        check_profile_text(value, limit).map_err(|err| invalid(name, &err.to_string()))?;
         let slot = match name.as_str() {
             "screen_name" => &mut params.profile.screen_name,
             "avatar" => &mut params.profile.avatar,
@@ -144,7 +169,7 @@ fn parse_params(pairs: &[(String, String)]) -> Result<ConnectParams, Refusal> {
     Ok(params)
 }
 
-fn bearer_token(headers: &HeaderMap) -> Option<String> {
+pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = value
         .strip_prefix("Bearer ")
@@ -152,7 +177,18 @@ fn bearer_token(headers: &HeaderMap) -> Option<String> {
     Some(token.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
-fn unauthorized(err: &AuthError) -> Refusal {
+/// The 403 of an upgrade from a page on an origin that is not allowed.
+pub fn forbidden_origin(origin: &str) -> Refusal {
+    debug!(origin, "upgrade refused: origin not allowed");
+    refuse(
+        StatusCode::FORBIDDEN,
+        "origin not allowed",
+        Some("origin"),
+        &format!("pages from {origin} may not connect; allow it with ARQONBUS_ALLOWED_ORIGINS"),
+    )
+}
+
+pub fn unauthorized(err: &AuthError) -> Refusal {
     refuse(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
@@ -185,6 +221,9 @@ pub async fn upgrade(
             "try another node or later",
         ));
     }
+    app.origins
+        .check(&headers)
+        .map_err(|origin| forbidden_origin(&origin))?;
     let Query(pairs) = query.map_err(|_| {
         refuse(
             StatusCode::BAD_REQUEST,
@@ -240,14 +279,53 @@ pub async fn upgrade(
 /// How long a new connection waits for its cluster registration.
 const CLUSTER_REGISTER_WAIT: Duration = Duration::from_secs(2);
 
-/// Runs one connection to its end, then removes it everywhere.
+/// Runs one connection to its end, removes it everywhere, and only then,
+/// once the socket is closed, releases its slot (SPEC §18).
 async fn run_connection(
     app: Arc<App>,
     socket: WebSocket,
     client: Arc<Client>,
-    _slot: ConnectionSlot,
+    slot: ConnectionSlot,
 ) {
     let _gauge = ConnectionGauge::websocket();
+    let (sink, stream) = socket.split();
+    let writer_done = CancellationToken::new();
+    let mut writer = AbortOnDropHandle::new(tokio::spawn(write_loop(
+        sink,
+        client.outbound().clone(),
+        WriterSettings::of(&app),
+        writer_done.clone(),
+    )));
+    let mut stream = stream;
+    let reason = tokio::select! {
+        reason = serve(&app, &mut stream, &client, &writer_done) => reason,
+        () = app.abort.cancelled() => {
+            // The grace period is over: no more waiting on this client.
+            arqon_telemetry::metrics::connection_aborted(AbortReason::Shutdown);
+            "aborted at shutdown"
+        }
+    };
+    // The writer has finished by now, or is cut off here: either way its
+    // half of the socket is gone before the slot is released.
+    writer.abort();
+    let _ = (&mut writer).await;
+    drop(stream);
+    cleanup(&app, &client, reason);
+    drop(slot);
+}
+
+/// Registers the client, runs the reader until the connection ends, and
+/// lets the writer finish what is queued. Returns why it ended.
+///
+/// # Cancel safety
+/// Not cancel safe in the sense of finishing its work: when it is dropped
+/// (shutdown abort), the caller still runs [`cleanup`].
+async fn serve(
+    app: &Arc<App>,
+    stream: &mut SplitStream<WebSocket>,
+    client: &Arc<Client>,
+    writer_done: &CancellationToken,
+) -> &'static str {
     let router = app.bus.router();
     let telemetry = app.bus.telemetry();
     if let Some(replaced) = router.register(client.clone()) {
@@ -259,7 +337,7 @@ async fn run_connection(
         client_type: client.client_type(),
         screen_name: client.profile().screen_name,
     });
-    app.bus.agent_activity(&client, AgentAction::Connect, None);
+    app.bus.agent_activity(client, AgentAction::Connect, None);
     if let Some(cluster) = app.bus.cluster() {
         // Registered before the welcome, so that direct messages from any
         // node find the client as soon as it knows its id.
@@ -276,66 +354,77 @@ async fn run_connection(
     let mut session = Session::new(app.bus.clone(), client.clone());
     session.welcome();
 
-    let (sink, stream) = socket.split();
-    let writer_done = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(
-        sink,
-        client.outbound().clone(),
-        app.config.server.ping_interval,
-        writer_done.clone(),
-    ));
-    let mut stream = stream;
-    let end = read_loop(&app, &mut stream, &mut session, &writer_done).await;
+    let end = read_loop(app, stream, &mut session, writer_done).await;
     let reason = match end {
-        ReaderEnd::PeerGone(reason) => reason,
+        ReaderEnd::PeerGone(reason) | ReaderEnd::PeerClosed(reason) => reason,
         ReaderEnd::ServerClosing => client
             .outbound()
             .close_reason()
             .map_or("closed by the server", |close| close.reason),
     };
-
     // Whatever ended the reader, the writer finishes what is queued and
-    // closes; the grace period bounds how long that may take.
+    // closes (echoing the client's close frame, if it sent one); the grace
+    // period bounds how long that may take.
     client.close(NORMAL_CLOSE);
-    if tokio::time::timeout(app.config.server.shutdown_grace, writer)
+    if tokio::time::timeout(app.config.server.shutdown_grace, writer_done.cancelled())
         .await
         .is_err()
     {
         warn!("writer did not finish within the grace period");
     }
+    let stalled = client.outbound().close_reason() == Some(STALLED_CLOSE);
+    match end {
+        ReaderEnd::ServerClosing if !stalled => {
+            // Complete the closing handshake: give the client a moment to
+            // answer our close frame before the TCP connection goes.
+            let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, async {
+                while let Some(Ok(message)) = stream.next().await {
+                    if matches!(message, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        ReaderEnd::PeerClosed(_) => {
+            // The echo is written; RFC 6455 lets the client close the TCP
+            // connection first, which browsers take as a clean close.
+            let _ = tokio::time::timeout(CLOSE_ECHO_WAIT, async {
+                while let Some(Ok(_)) = stream.next().await {}
+            })
+            .await;
+        }
+        ReaderEnd::ServerClosing | ReaderEnd::PeerGone(_) => {}
+    }
+    reason
+}
+
+/// Removes a finished connection from the router and the cluster, and
+/// reports its end.
+fn cleanup(app: &App, client: &Arc<Client>, reason: &'static str) {
     let joined = client.subscriptions();
-    router.unregister(&client);
+    app.bus.router().unregister(client);
     if let Some(cluster) = app.bus.cluster() {
         cluster.client_disconnected(client.id().as_str(), joined);
     }
-    if end == ReaderEnd::ServerClosing {
-        // Complete the closing handshake: give the client a moment to
-        // answer our close frame before the TCP connection goes.
-        let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, async {
-            while let Some(Ok(message)) = stream.next().await {
-                if matches!(message, Message::Close(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
     info!(reason, "client disconnected");
     let duration = arqon_protocol::now() - client.connected_at();
-    telemetry.emit(Event::ClientDisconnected {
+    app.bus.telemetry().emit(Event::ClientDisconnected {
         client_id: client.id().clone(),
         reason: reason.into(),
         duration_ms: u64::try_from(duration.num_milliseconds()).unwrap_or(0),
     });
     app.bus
-        .agent_activity(&client, AgentAction::Disconnect, None);
+        .agent_activity(client, AgentAction::Disconnect, None);
 }
 
 /// Why the reader stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReaderEnd {
-    /// The client closed, went away, or the socket failed (with why).
+    /// The client went away or the socket failed (with why).
     PeerGone(&'static str),
+    /// The client sent a close frame; it is owed the echo.
+    PeerClosed(&'static str),
     /// The server decided to close (shutdown, idle, a limit, a violation,
     /// a slow consumer, a replacement): the client still owes a close reply.
     ServerClosing,
@@ -369,13 +458,17 @@ async fn read_loop(
             }
             Ok(None) => return ReaderEnd::PeerGone("connection lost"),
             Ok(Some(Err(err))) => {
-                if is_too_big(&err) {
-                    debug!("frame over the size limit");
-                    client.close(TOO_BIG_CLOSE);
-                    return ReaderEnd::ServerClosing;
-                }
-                debug!(error = %err, "websocket read failed");
-                return ReaderEnd::PeerGone("connection lost");
+                return match read_error_close(&err) {
+                    Some(close) => {
+                        debug!(error = %err, code = close.code, "closing on a bad frame");
+                        client.close(close);
+                        ReaderEnd::ServerClosing
+                    }
+                    None => {
+                        debug!(error = %err, "websocket read failed");
+                        ReaderEnd::PeerGone("connection lost")
+                    }
+                };
             }
             Ok(Some(Ok(message))) => message,
         };
@@ -383,11 +476,14 @@ async fn read_loop(
         let flow = match message {
             Message::Text(text) => session.on_text(text.as_str()),
             Message::Binary(_) => session.on_binary(),
-            Message::Ping(_) | Message::Pong(_) => {
+            // Pings cost a token like any frame (SPEC §18); pongs answer
+            // our own pings and only prove the client is alive.
+            Message::Ping(_) => session.on_ping(),
+            Message::Pong(_) => {
                 client.touch();
                 Flow::Continue
             }
-            Message::Close(_) => return ReaderEnd::PeerGone("client closed"),
+            Message::Close(_) => return ReaderEnd::PeerClosed("client closed"),
         };
         if flow == Flow::Close {
             return ReaderEnd::ServerClosing;
@@ -395,77 +491,152 @@ async fn read_loop(
     }
 }
 
-/// Whether a read error is the frame-size limit (close 1009).
-fn is_too_big(err: &axum::Error) -> bool {
+/// The close a read error calls for (SPEC §2, §18): 1009 for a frame over
+/// the size limit, 1007 for invalid UTF-8 in a text frame, 1002 for any
+/// other framing violation; `None` when the connection itself failed.
+pub(crate) fn read_error_close(err: &axum::Error) -> Option<CloseReason> {
     use std::error::Error as _;
     let mut source = err.source();
     while let Some(inner) = source {
         if let Some(ws_err) = inner.downcast_ref::<tungstenite::Error>() {
-            return matches!(ws_err, tungstenite::Error::Capacity(_));
+            return match ws_err {
+                tungstenite::Error::Capacity(_) => Some(TOO_BIG_CLOSE),
+                tungstenite::Error::Utf8(_) => Some(INVALID_UTF8_CLOSE),
+                tungstenite::Error::Protocol(_) => Some(PROTOCOL_ERROR_CLOSE),
+                _ => None,
+            };
         }
         source = inner.source();
     }
-    false
+    None
+}
+
+/// What a connection's writer needs from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WriterSettings {
+    pub ping_interval: Duration,
+    /// A write step that does not complete within this aborts the
+    /// connection (SPEC §18).
+    pub write_timeout: Duration,
+}
+
+impl WriterSettings {
+    pub(crate) fn of(app: &App) -> Self {
+        Self {
+            ping_interval: app.config.server.ping_interval,
+            write_timeout: app.config.server.write_timeout,
+        }
+    }
+}
+
+/// How a write attempt ended.
+enum Written {
+    Done,
+    /// The queue was discarded meanwhile (a slow consumer): close now.
+    Discarded(CloseReason),
+    /// The socket failed, or the peer already closed.
+    Failed,
+    /// No progress within the write timeout.
+    Stalled,
 }
 
 /// Owns the socket's write half: drains the queue in batches, pings on
-/// schedule, and sends the close frame.
+/// schedule, and ends with the close handshake: our close frame, or the
+/// echo of the client's (tungstenite queues it when the client's close
+/// frame is read; closing the sink flushes it). A write step that makes no
+/// progress for the write timeout aborts the connection instead: the queue
+/// is freed and the socket dropped without waiting any further.
 pub(crate) async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     outbound: Outbound,
-    ping_interval: Duration,
+    settings: WriterSettings,
     done: CancellationToken,
 ) {
     let mut batch: Vec<Bytes> = Vec::new();
+    let ping_interval = settings.ping_interval;
     let mut pings = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
     pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        let reason = tokio::select! {
+    let timeout = settings.write_timeout;
+    let close = loop {
+        let written = tokio::select! {
             next = outbound.next_batch(&mut batch) => match next {
                 Batch::Frames => {
-                    let written = tokio::select! {
-                        result = write_batch(&mut sink, &mut batch) => result.map(|()| None),
-                        reason = outbound.discarded() => Ok(Some(reason)),
-                    };
-                    match written {
-                        Ok(None) => continue,
-                        Ok(Some(reason)) => reason,
-                        Err(()) => break,
-                    }
+                    let write = write_batch(&mut sink, &mut batch, timeout);
+                    unless_discarded(&outbound, write).await
                 }
-                Batch::Close(reason) => reason,
+                Batch::Close(reason) => break Some(reason),
             },
             _ = pings.tick() => {
-                let ping = tokio::select! {
-                    result = sink.send(Message::Ping(Bytes::new())) => result.map(|()| None).map_err(|_| ()),
-                    reason = outbound.discarded() => Ok(Some(reason)),
-                };
-                match ping {
-                    Ok(None) => continue,
-                    Ok(Some(reason)) => reason,
-                    Err(()) => break,
-                }
+                let ping = step(timeout, sink.send(Message::Ping(Bytes::new())));
+                unless_discarded(&outbound, ping).await
             }
         };
+        match written {
+            Written::Done => {}
+            Written::Discarded(reason) => break Some(reason),
+            Written::Failed => break None,
+            Written::Stalled => {
+                debug!("write made no progress; aborting the connection");
+                arqon_telemetry::metrics::connection_aborted(AbortReason::WriteTimeout);
+                outbound.close(STALLED_CLOSE);
+                done.cancel();
+                return;
+            }
+        }
+    };
+    if let Some(reason) = close {
         let frame = CloseFrame {
             code: reason.code,
             reason: Utf8Bytes::from_static(reason.reason),
         };
+        // Fails harmlessly when the client closed first: the close below
+        // then flushes the echo of its frame instead.
         let _ =
             tokio::time::timeout(CLOSE_WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
-        break;
     }
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, sink.close()).await;
     done.cancel();
 }
 
+/// Races a write against the queue being discarded (a slow consumer cut
+/// off while its socket does not drain).
+///
+/// # Cancel safety
+/// Cancel safe as far as the queue goes; a write dropped halfway leaves
+/// the socket unusable, which is why it is only dropped when closing.
+async fn unless_discarded(outbound: &Outbound, write: impl Future<Output = Written>) -> Written {
+    tokio::select! {
+        written = write => written,
+        reason = outbound.discarded() => Written::Discarded(reason),
+    }
+}
+
+/// One write step, which must make progress within `timeout`.
+async fn step(timeout: Duration, write: impl Future<Output = Result<(), axum::Error>>) -> Written {
+    match tokio::time::timeout(timeout, write).await {
+        Ok(Ok(())) => Written::Done,
+        Ok(Err(_)) => Written::Failed,
+        Err(_elapsed) => Written::Stalled,
+    }
+}
+
+/// Writes a batch: each frame goes into the socket's write buffer (which
+/// writes to the socket as it fills), then one flush. Each of those steps
+/// must complete within `timeout`: that is what "no progress" means here.
 async fn write_batch(
     sink: &mut SplitSink<WebSocket, Message>,
     batch: &mut Vec<Bytes>,
-) -> Result<(), ()> {
+    timeout: Duration,
+) -> Written {
     for frame in batch.drain(..) {
         // Every queued frame is JSON produced by serde_json: valid UTF-8.
-        let text = Utf8Bytes::try_from(frame).map_err(|_| ())?;
-        sink.feed(Message::Text(text)).await.map_err(|_| ())?;
+        let Ok(text) = Utf8Bytes::try_from(frame) else {
+            return Written::Failed;
+        };
+        match step(timeout, sink.feed(Message::Text(text))).await {
+            Written::Done => {}
+            other => return other,
+        }
     }
-    sink.flush().await.map_err(|_| ())
+    step(timeout, sink.flush()).await
 }

@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 
 use arqon_config::{AuthConfig, AuthMode};
 use arqon_protocol::{
-    ChannelPattern, ClientId, ClientType, MAX_SCREEN_NAME_LEN, is_valid_client_id,
+    ChannelPattern, ClientId, ClientType, MAX_SCREEN_NAME_LEN, SERVER_SENDER, check_profile_text,
+    is_valid_client_id,
 };
 use arqon_routing::Role;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -57,6 +58,10 @@ pub enum AuthError {
     Expired,
     #[error("the token's claim {claim} is invalid")]
     InvalidClaim { claim: &'static str },
+    /// A valid credential, but not an admin's, where only admins are let in
+    /// (the telemetry listener in token and jwt modes).
+    #[error("admin credentials are required")]
+    AdminRequired,
 }
 
 #[derive(Deserialize)]
@@ -104,6 +109,8 @@ pub fn authenticate(
 fn verify_jwt(token: &str, secret: &[u8]) -> Result<Identity, AuthError> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 0;
+    // A token that is not valid yet is not valid (SPEC §18).
+    validation.validate_nbf = true;
     validation.set_required_spec_claims(&["exp", "sub"]);
     let claims =
         jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(secret), &validation)
@@ -113,7 +120,9 @@ fn verify_jwt(token: &str, secret: &[u8]) -> Result<Identity, AuthError> {
             })?
             .claims;
 
-    if !is_valid_client_id(&claims.sub) {
+    // Ids starting with `arqonbus` are the server's own (SPEC §18): a
+    // client holding one could pass its messages off as the server's.
+    if !is_valid_client_id(&claims.sub) || claims.sub.starts_with(SERVER_SENDER) {
         return Err(AuthError::InvalidClaim { claim: "sub" });
     }
     let client_id =
@@ -133,7 +142,7 @@ fn verify_jwt(token: &str, secret: &[u8]) -> Result<Identity, AuthError> {
     if claims
         .screen_name
         .as_deref()
-        .is_some_and(|name| name.is_empty() || name.chars().count() > MAX_SCREEN_NAME_LEN)
+        .is_some_and(|name| check_profile_text(name, MAX_SCREEN_NAME_LEN).is_err())
     {
         return Err(AuthError::InvalidClaim {
             claim: "screen_name",
@@ -173,8 +182,8 @@ mod tests {
     fn jwt_config() -> AuthConfig {
         AuthConfig {
             mode: AuthMode::Jwt,
-            admin_token: None,
             jwt_secret: Some(Secret::new(SECRET)),
+            ..AuthConfig::default()
         }
     }
 
@@ -223,7 +232,7 @@ mod tests {
         let config = AuthConfig {
             mode: AuthMode::Token,
             admin_token: Some(Secret::new("s3cret")),
-            jwt_secret: None,
+            ..AuthConfig::default()
         };
         assert_eq!(
             authenticate(&config, remote(), Some("s3cret"))
@@ -241,6 +250,11 @@ mod tests {
         );
         assert_eq!(
             authenticate(&config, remote(), Some("s3cret!")),
+            Err(AuthError::InvalidToken)
+        );
+        // An empty token is an invalid token, not "no token" (SPEC §18).
+        assert_eq!(
+            authenticate(&config, remote(), Some("")),
             Err(AuthError::InvalidToken)
         );
     }
@@ -290,6 +304,18 @@ mod tests {
             Err(AuthError::MissingToken)
         );
         assert_eq!(
+            authenticate(&config, local(), Some("")),
+            Err(AuthError::InvalidToken)
+        );
+        let not_yet = sign(
+            json!({"sub": "u1", "exp": now() + 7200, "nbf": now() + 3600}),
+            SECRET,
+        );
+        assert_eq!(
+            authenticate(&config, local(), Some(&not_yet)),
+            Err(AuthError::InvalidToken)
+        );
+        assert_eq!(
             authenticate(&config, local(), Some("not.a.jwt")),
             Err(AuthError::InvalidToken)
         );
@@ -311,6 +337,12 @@ mod tests {
             (
                 json!({"sub": "u1", "exp": now() + 600, "channels": ["nocolon"]}),
                 "channels",
+            ),
+            (json!({"sub": "arqonbus", "exp": now() + 600}), "sub"),
+            (json!({"sub": "arqonbus-admin", "exp": now() + 600}), "sub"),
+            (
+                json!({"sub": "u1", "exp": now() + 600, "screen_name": "a\u{202E}b"}),
+                "screen_name",
             ),
         ];
         for (claims, claim) in cases {

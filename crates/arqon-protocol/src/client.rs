@@ -66,12 +66,49 @@ pub const MAX_AVATAR_LEN: usize = 512;
 /// Longest `personality`.
 pub const MAX_PERSONALITY_LEN: usize = 256;
 
+/// Why an identity string (`screen_name`, `avatar`, `personality`) is
+/// refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidProfileText {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {max} characters")]
+    TooLong { max: usize },
+    #[error("must not contain control characters or bidirectional controls")]
+    ControlCharacter,
+}
+
+/// Checks an identity string against SPEC §2 and §18: 1 to `max`
+/// characters, no control characters (C0, DEL, C1) and no bidirectional
+/// controls (U+202A–U+202E, U+2066–U+2069), which would let a name rewrite
+/// how the text around it is shown in dashboards and logs.
+pub fn check_profile_text(value: &str, max: usize) -> Result<(), InvalidProfileText> {
+    if value.is_empty() {
+        return Err(InvalidProfileText::Empty);
+    }
+    if value.chars().count() > max {
+        return Err(InvalidProfileText::TooLong { max });
+    }
+    let forbidden =
+        |c: char| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    if value.chars().any(forbidden) {
+        return Err(InvalidProfileText::ControlCharacter);
+    }
+    Ok(())
+}
+
 /// WebSocket close codes the server uses (SPEC §11).
 pub mod close {
     /// Normal closure.
     pub const NORMAL: u16 = 1000;
     /// Going away: server shutdown or idle timeout.
     pub const GOING_AWAY: u16 = 1001;
+    /// A WebSocket framing violation: unmasked frame, reserved bits,
+    /// unknown opcode, stray continuation (SPEC §18).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not valid UTF-8 (SPEC §18).
+    pub const INVALID_UTF8: u16 = 1007;
     /// Policy violation: too many protocol violations.
     pub const POLICY: u16 = 1008;
     /// A frame larger than the configured maximum.
@@ -82,11 +119,41 @@ pub mod close {
     pub const REPLACED: u16 = 4000;
     /// The client did not read fast enough.
     pub const SLOW_CONSUMER: u16 = 4002;
+    /// Disconnected by an operator through the HTTP API (SPEC §17).
+    pub const DISCONNECTED: u16 = 4003;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profile_text_refuses_control_and_bidi_characters() {
+        assert_eq!(check_profile_text("Ada Lovelace", 64), Ok(()));
+        assert_eq!(check_profile_text("Zoë 🚀", 64), Ok(()));
+        assert_eq!(check_profile_text("", 64), Err(InvalidProfileText::Empty));
+        assert_eq!(
+            check_profile_text("abc", 2),
+            Err(InvalidProfileText::TooLong { max: 2 })
+        );
+        for bad in [
+            "a\u{1b}[31m",
+            "tab\t",
+            "nl\n",
+            "del\u{7f}",
+            "c1\u{85}",
+            "\u{202E}gnp.exe",
+            "x\u{202A}",
+            "x\u{2066}",
+            "x\u{2069}",
+        ] {
+            assert_eq!(
+                check_profile_text(bad, 64),
+                Err(InvalidProfileText::ControlCharacter),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn client_types_parse_their_wire_names() {

@@ -31,7 +31,8 @@ mod pattern;
 mod time;
 
 pub use client::{
-    ClientType, MAX_AVATAR_LEN, MAX_PERSONALITY_LEN, MAX_SCREEN_NAME_LEN, UnknownClientType, close,
+    ClientType, InvalidProfileText, MAX_AVATAR_LEN, MAX_PERSONALITY_LEN, MAX_SCREEN_NAME_LEN,
+    UnknownClientType, check_profile_text, close,
 };
 pub use decode::{
     ClientTelemetry, CommandRequest, Inbound, Publish, RawJson, Rejection, Target, decode,

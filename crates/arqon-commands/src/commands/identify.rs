@@ -1,6 +1,8 @@
 //! `identify`: update what the client says about itself (SPEC §2).
 
-use arqon_protocol::{ClientType, MAX_AVATAR_LEN, MAX_PERSONALITY_LEN, MAX_SCREEN_NAME_LEN};
+use arqon_protocol::{
+    ClientType, MAX_AVATAR_LEN, MAX_PERSONALITY_LEN, MAX_SCREEN_NAME_LEN, check_profile_text,
+};
 use serde_json::Value;
 
 use super::Ctx;
@@ -21,9 +23,8 @@ pub(super) fn identify(ctx: Ctx<'_>, args: Args<'_>) -> Result<Value, CommandErr
     ];
     for (field, max, slot) in fields {
         if let Some(value) = args.opt_str_max(field, max)? {
-            if value.is_empty() {
-                return Err(invalid_argument(field, "must not be empty"));
-            }
+            check_profile_text(value, max)
+                .map_err(|err| invalid_argument(field, &err.to_string()))?;
             *slot = Some(value.to_owned());
         }
     }
