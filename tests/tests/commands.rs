@@ -342,7 +342,11 @@ async fn list_channels() {
     client.join("beta", "one").await;
 
     let listed = run(&mut client, "list_channels", json!({})).await;
-    assert_eq!(keys(&listed), BTreeSet::from(["channels", "total"]));
+    assert_eq!(
+        keys(&listed),
+        BTreeSet::from(["channels", "total", "next_cursor"])
+    );
+    assert_eq!(listed["next_cursor"], Value::Null);
     let channels = listed["channels"].as_array().expect("channels");
     assert_eq!(listed["total"], 5);
     assert_eq!(channels.len(), 5);

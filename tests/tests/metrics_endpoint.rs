@@ -81,7 +81,9 @@ async fn every_family_is_exported_from_startup_with_help_and_type() {
         }
     }
     // Labels come from bounded sets only.
-    let allowed = ["code", "action", "result", "command", "le", "quantile"];
+    let allowed = [
+        "code", "action", "result", "command", "reason", "le", "quantile",
+    ];
     for line in response.body.lines().filter(|l| !l.starts_with('#')) {
         let Some((_, labels)) = line.split_once('{') else {
             continue;

@@ -67,9 +67,14 @@ impl<'a> Args<'a> {
             return ChannelKey::new(room, channel)
                 .map_err(|_| invalid("room", "must be a room name or \"room:channel\""));
         }
-        let room = self.name("room")?;
-        let channel = self.name("channel")?;
-        ChannelKey::new(room, channel).map_err(|_| invalid("channel", "invalid"))
+        // Both are checked, so that one reply names every bad argument.
+        match (self.name("room"), self.name("channel")) {
+            (Ok(room), Ok(channel)) => {
+                ChannelKey::new(room, channel).map_err(|_| invalid("channel", "invalid"))
+            }
+            (Err(room), Err(channel)) => Err(room.and(channel)),
+            (Err(err), Ok(_)) | (Ok(_), Err(err)) => Err(err),
+        }
     }
 
     pub fn opt_bool(&self, field: &str) -> Result<Option<bool>, CommandError> {

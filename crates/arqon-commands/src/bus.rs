@@ -226,6 +226,40 @@ impl Bus {
             .delete_channel(key, force, Bytes::from(notice.to_json()))
     }
 
+    /// Removes the auto-created channels left empty for `ttl`, with their
+    /// history (SPEC §18), and reports each as `channel_deleted` with
+    /// `reason: "idle"`. In a cluster the shared record goes too, once no
+    /// node has members.
+    pub fn reclaim_idle_channels(&self, ttl: std::time::Duration) -> usize {
+        let deleted = self.router.delete_idle_channels(ttl);
+        for key in &deleted {
+            tracing::debug!(channel = %key, "idle channel removed");
+            self.storage.delete(key);
+            self.telemetry.emit_with(|| Event::ChannelDeleted {
+                client_id: None,
+                channel: key.clone(),
+                reason: Some("idle"),
+            });
+            if let Some(cluster) = self.cluster.clone() {
+                let key = key.clone();
+                tokio::spawn(async move {
+                    match cluster.members(&key, 0).await {
+                        Ok(members) if members.count == 0 => {
+                            if let Err(error) = cluster.delete_channel(&key).await {
+                                tracing::debug!(channel = %key, %error, "cluster: idle channel record kept for now");
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::debug!(channel = %key, %error, "cluster: idle channel record kept for now")
+                        }
+                    }
+                });
+            }
+        }
+        deleted.len()
+    }
+
     /// The telemetry hub events are emitted to.
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry

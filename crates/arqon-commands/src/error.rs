@@ -31,6 +31,17 @@ impl CommandError {
         }
     }
 
+    /// Both errors as one, when both are `INVALID_ARGUMENT`: the messages
+    /// joined, every detail kept (SPEC §5: each bad argument is named).
+    pub fn and(mut self, other: CommandError) -> Self {
+        if self.code != ErrorCode::InvalidArgument || other.code != ErrorCode::InvalidArgument {
+            return self;
+        }
+        self.message = format!("{}; {}", self.message, other.message);
+        self.details.extend(other.details);
+        self
+    }
+
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Forbidden, message)
     }

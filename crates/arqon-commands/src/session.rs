@@ -14,7 +14,9 @@ use arqon_protocol::{
     Inbound, MessageId, PROTOCOL_VERSION, ProtocolError, Publish, RawJson, Rejection, Target,
     close, decode, now_rfc3339,
 };
-use arqon_routing::{Client, CloseReason, Publisher, PushError, RoutingError, Sequenced};
+use arqon_routing::{
+    ChannelKind, Client, CloseReason, Publisher, PushError, RoutingError, Sequenced,
+};
 use arqon_storage::cluster::Cluster;
 use arqon_storage::{Entry, Storage, Stored};
 use arqon_telemetry::{AgentAction, ClientEvent, CommandStatus, Event};
@@ -144,13 +146,7 @@ impl Session {
                         // dropped; this client waits for room instead. The
                         // reply stays first in line until it is queued.
                         let outbound = self.client.outbound().clone();
-                        if outbound.push_when_room(frame).await.is_ok() {
-                            self.bus
-                                .router()
-                                .stats()
-                                .delivered
-                                .fetch_add(1, Ordering::Relaxed);
-                        }
+                        let _ = outbound.push_when_room(frame).await;
                     }
                     self.pending.pop_front();
                 }
@@ -202,6 +198,17 @@ impl Session {
             Ok(Inbound::Telemetry(event)) => self.on_telemetry(event),
             Ok(_) => Flow::Continue,
             Err(rejection) => self.on_rejection(rejection),
+        }
+    }
+
+    /// Handles a WebSocket ping. The transport answers it, but it costs a
+    /// token like any inbound frame (SPEC §18): a flood of pings is rate
+    /// limited, and counted as violations, as any other flood would be.
+    pub fn on_ping(&mut self) -> Flow {
+        self.client.touch();
+        match self.take_token(|| (None, None)) {
+            Ok(()) => Flow::Continue,
+            Err(flow) => flow,
         }
     }
 
@@ -273,11 +280,22 @@ impl Session {
 
     fn on_publish(&mut self, publish: Publish, started: std::time::Instant) -> Flow {
         let router = self.bus.router();
-        if let Target::Channel(key) = &publish.target
-            && !self.client.may_access(key)
-        {
-            let err = CommandError::forbidden(format!("your token does not allow channel {key}"));
-            return self.command_error(Some(&publish.id), None, err);
+        if let Target::Channel(key) = &publish.target {
+            if !self.client.may_access(key) {
+                let err =
+                    CommandError::forbidden(format!("your token does not allow channel {key}"));
+                return self.command_error(Some(&publish.id), None, err);
+            }
+            // System channels carry what the server says (SPEC §18).
+            if router
+                .channel(key)
+                .is_some_and(|channel| channel.kind() == ChannelKind::System)
+            {
+                let err = CommandError::forbidden(format!(
+                    "{key} is a system channel: only the server publishes there"
+                ));
+                return self.command_error(Some(&publish.id), None, err);
+            }
         }
         if let Some(cluster) = self.bus.cluster_route().cloned() {
             match &publish.target {
@@ -521,6 +539,25 @@ impl Session {
     }
 
     fn on_telemetry(&mut self, event: ClientTelemetry) -> Flow {
+        if Event::is_server_kind(&event.event_type) {
+            // A client may not pass events off as the server's (SPEC §18).
+            let message = format!(
+                "eventType {:?} is reserved for events the server emits",
+                event.event_type
+            );
+            let details = vec![FieldError::new("payload.eventType", message.clone())];
+            return self.error(
+                ErrorReply {
+                    request_id: Some(&event.id),
+                    command: None,
+                    code: ErrorCode::ValidationError,
+                    message,
+                    details,
+                    extra: None,
+                },
+                true,
+            );
+        }
         // Valid client telemetry is rebroadcast with the sender set: to
         // telemetry sockets, and (through the hub's forwarder) to the
         // subscribers of the telemetry system channel.
@@ -606,14 +643,11 @@ impl Session {
     fn try_deliver(&self, frame: Bytes) -> Option<Bytes> {
         let router = self.bus.router();
         if router.config().slow_consumer == SlowConsumerPolicy::Disconnect {
-            router.deliver(&self.client, frame);
+            router.reply(&self.client, frame);
             return None;
         }
         match self.client.send(frame.clone()) {
-            Ok(()) => {
-                router.stats().delivered.fetch_add(1, Ordering::Relaxed);
-                None
-            }
+            Ok(()) => None,
             Err(PushError::Full) => Some(frame),
             Err(PushError::Closed) => None,
         }

@@ -56,11 +56,7 @@ impl Input<'_> {
             RawValue::Text(text) => text.clone(),
             RawValue::Toml(value) => render(value),
         };
-        if self.url {
-            redact_url(&shown)
-        } else {
-            shown
-        }
+        if self.url { redact_url(&shown) } else { shown }
     }
 
     fn invalid(&self, expected: &'static str) -> ConfigError {

@@ -387,7 +387,11 @@ const SAMPLES: &[Sample] = &[
     ("ARQONBUS_TELEMETRY_MAX_CONNECTIONS", ["1", "2", "3"], &[]),
     (
         "ARQONBUS_ALLOWED_ORIGINS",
-        ["*", "https://a.example, http://b:8080", "https://*.c.example"],
+        [
+            "*",
+            "https://a.example, http://b:8080",
+            "https://*.c.example",
+        ],
         &[],
     ),
     (
@@ -704,7 +708,11 @@ fn tls_needs_both_readable_files() {
     ]));
     assert!(text.starts_with("ARQONBUS_TLS_CERT"), "{text}");
     assert!(text.contains("/nonexistent/cert.pem"), "{text}");
-    let c = load_env(&[("ARQONBUS_TLS_CERT", MANIFEST), ("ARQONBUS_TLS_KEY", LIB_RS)]).unwrap();
+    let c = load_env(&[
+        ("ARQONBUS_TLS_CERT", MANIFEST),
+        ("ARQONBUS_TLS_KEY", LIB_RS),
+    ])
+    .unwrap();
     let tls = c.server.tls().unwrap();
     assert_eq!(tls.cert, Path::new(MANIFEST));
     assert_eq!(tls.key, Path::new(LIB_RS));
@@ -718,9 +726,17 @@ fn origin_patterns_are_checked() {
     )])
     .unwrap();
     assert_eq!(c.server.allowed_origins.len(), 3);
-    for bad in ["app.example.com", "https://", "https://a.example:99999", "*.x"] {
+    for bad in [
+        "app.example.com",
+        "https://",
+        "https://a.example:99999",
+        "*.x",
+    ] {
         let text = err_message(load_env(&[("ARQONBUS_ALLOWED_ORIGINS", bad)]));
-        assert!(text.starts_with("ARQONBUS_ALLOWED_ORIGINS"), "{bad}: {text}");
+        assert!(
+            text.starts_with("ARQONBUS_ALLOWED_ORIGINS"),
+            "{bad}: {text}"
+        );
     }
 }
 

@@ -53,8 +53,7 @@ const AT_LEAST_ONE: &str = "an integer of at least 1";
 const AT_LEAST_ONE_SEC: &str = "a whole number of seconds of at least 1";
 const REDIS_URL_RULE: &str =
     "a URL such as redis://host:port, rediss://… or redis-cluster://host:port,…";
-const ORIGIN_RULE: &str =
-    "an origin such as https://app.example.com or http://localhost:8080, a host wildcard such as https://*.example.com, or *";
+const ORIGIN_RULE: &str = "an origin such as https://app.example.com or http://localhost:8080, a host wildcard such as https://*.example.com, or *";
 const SECRET_RULE: &str = "a non-blank secret (unset it instead)";
 const LOG_LEVEL_RULE: &str =
     "trace, debug, info, warn, error, off, or a directive such as info,arqon_routing=debug";
@@ -160,7 +159,10 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
         (JWT_SECRET, &auth.jwt_secret),
         (API_KEY, &auth.api_key),
     ] {
-        if secret.as_ref().is_some_and(|s| s.expose().trim().is_empty()) {
+        if secret
+            .as_ref()
+            .is_some_and(|s| s.expose().trim().is_empty())
+        {
             return invalid(env, "<redacted>".to_owned(), SECRET_RULE);
         }
     }

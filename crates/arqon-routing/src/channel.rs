@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arqon_protocol::{ChannelKey, ClientId, Timestamp, format_timestamp};
 use serde_json::{Map, Value, json};
+use tokio::time::Instant;
 
 use crate::client::Client;
 
@@ -75,6 +76,9 @@ pub(crate) struct Members {
     pub(crate) epoch: Arc<str>,
     /// Set when the channel is deleted, under this lock.
     pub(crate) deleted: bool,
+    /// Since when the channel has had no members; `None` while it has some
+    /// (idle channels are reclaimed, SPEC §18).
+    pub(crate) empty_since: Option<Instant>,
 }
 
 impl Members {
@@ -92,6 +96,7 @@ impl Members {
         }
         self.index.insert(client.id().clone(), self.list.len());
         self.list.push(client);
+        self.empty_since = None;
         true
     }
 
@@ -101,11 +106,15 @@ impl Members {
         if let Some(moved) = self.list.get(position) {
             self.index.insert(moved.id().clone(), position);
         }
+        if self.list.is_empty() {
+            self.empty_since = Some(Instant::now());
+        }
         Some(removed)
     }
 
     pub(crate) fn drain(&mut self) -> Vec<Arc<Client>> {
         self.index.clear();
+        self.empty_since = Some(Instant::now());
         std::mem::take(&mut self.list)
     }
 }
@@ -137,6 +146,7 @@ impl Channel {
             members: Mutex::new(Members {
                 seq: last_seq,
                 epoch,
+                empty_since: Some(Instant::now()),
                 ..Members::default()
             }),
         }
@@ -144,6 +154,12 @@ impl Channel {
 
     pub fn key(&self) -> &ChannelKey {
         &self.key
+    }
+
+    /// Whether a join created the channel (rather than `create_channel`
+    /// or the system channel list).
+    pub fn is_auto_created(&self) -> bool {
+        self.spec.auto_created
     }
 
     pub fn kind(&self) -> ChannelKind {

@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use arqon_config::{RoutingConfig, SlowConsumerPolicy};
 use arqon_protocol::{ChannelKey, ClientId, ClientType, Envelope, RawJson, close, now_rfc3339};
 use bytes::Bytes;
+use tokio::time::{Duration, Instant};
 
 use crate::channel::{Channel, ChannelKind, ChannelSpec, Members};
 use crate::client::Client;
@@ -28,7 +29,8 @@ pub const SLOW_CONSUMER_CLOSE: CloseReason = CloseReason {
 pub struct Stats {
     /// Envelopes received from clients.
     pub received: AtomicU64,
-    /// Frames queued to clients by fan-out and direct delivery.
+    /// Messages queued to clients by fan-out and direct delivery (replies
+    /// to a client's own frames are not counted).
     pub delivered: AtomicU64,
     /// Deliveries dropped under the `drop` policy.
     pub dropped: AtomicU64,
@@ -95,6 +97,8 @@ pub struct Snapshot {
     pub subscriptions: usize,
     /// The largest channels by members, largest first.
     pub largest_channels: Vec<(ChannelKey, usize)>,
+    /// How many channels `largest_channels` was chosen from.
+    pub ranked: usize,
 }
 
 #[derive(Debug, Default)]
@@ -329,6 +333,31 @@ impl Router {
             self.deliver(member, notice.clone());
         }
         Ok(removed.len())
+    }
+
+    /// Deletes every auto-created channel that has had no members for at
+    /// least `ttl` (SPEC §18), and returns their keys. Created and system
+    /// channels stay. A channel joined meanwhile is kept: the deletion
+    /// re-checks under the channel's lock.
+    pub fn delete_idle_channels(&self, ttl: Duration) -> Vec<ChannelKey> {
+        let now = Instant::now();
+        let candidates: Vec<ChannelKey> = read(&self.channels)
+            .by_key
+            .values()
+            .filter(|channel| {
+                channel.kind() == ChannelKind::General
+                    && channel.is_auto_created()
+                    && channel
+                        .members()
+                        .empty_since
+                        .is_some_and(|since| now.saturating_duration_since(since) >= ttl)
+            })
+            .map(|channel| channel.key().clone())
+            .collect();
+        candidates
+            .into_iter()
+            .filter(|key| self.delete_channel(key, false, Bytes::new()).is_ok())
+            .collect()
     }
 
     /// Subscribes `client` to `key`, creating the channel when allowed.
@@ -593,14 +622,26 @@ impl Router {
         })
     }
 
-    /// Queues `frame` for `client`, applying the slow-consumer policy when
-    /// its queue is full. Returns whether the frame was queued.
+    /// Queues `frame` (a message: channel, direct or notice) for `client`,
+    /// applying the slow-consumer policy when its queue is full, and counts
+    /// it in [`Stats::delivered`]. Returns whether the frame was queued.
     pub fn deliver(&self, client: &Client, frame: Bytes) -> bool {
+        let queued = self.queue(client, frame);
+        if queued {
+            self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+        queued
+    }
+
+    /// Queues a reply (a response or an error) for `client` like
+    /// [`Router::deliver`], without counting it as a delivered message.
+    pub fn reply(&self, client: &Client, frame: Bytes) -> bool {
+        self.queue(client, frame)
+    }
+
+    fn queue(&self, client: &Client, frame: Bytes) -> bool {
         match client.send(frame) {
-            Ok(()) => {
-                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                true
-            }
+            Ok(()) => true,
             Err(PushError::Full) => {
                 match self.config.slow_consumer {
                     SlowConsumerPolicy::Disconnect => {
@@ -628,6 +669,12 @@ impl Router {
 
     /// Counts for `status`, with the `top` largest channels.
     pub fn snapshot(&self, top: usize) -> Snapshot {
+        self.snapshot_of(top, |_| true)
+    }
+
+    /// [`Router::snapshot`], ranking only the channels `visible` accepts
+    /// (those a client's token allows, SPEC §18).
+    pub fn snapshot_of(&self, top: usize, visible: impl Fn(&ChannelKey) -> bool) -> Snapshot {
         let mut clients_by_type: HashMap<&'static str, usize> = ClientType::ALL
             .iter()
             .map(|kind| (kind.as_str(), 0))
@@ -647,8 +694,10 @@ impl Router {
         let mut sizes: Vec<(usize, &ChannelKey)> = channels
             .by_key
             .iter()
+            .filter(|(key, _)| visible(key))
             .map(|(key, channel)| (channel.member_count(), key))
             .collect();
+        let ranked = sizes.len();
         let by_size = |a: &(usize, &ChannelKey), b: &(usize, &ChannelKey)| {
             b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1))
         };
@@ -668,6 +717,7 @@ impl Router {
             rooms,
             channels: channel_count,
             subscriptions: self.subscriptions.load(Ordering::Relaxed),
+            ranked,
             largest_channels,
         }
     }

@@ -57,10 +57,13 @@ pub enum Event {
         client_id: Option<ClientId>,
         channel: ChannelKey,
     },
-    /// A channel was deleted.
+    /// A channel was deleted: by `client_id`, or by the server with a
+    /// `reason` (`"idle"`: an auto-created channel left empty for
+    /// `ARQONBUS_EMPTY_CHANNEL_TTL_SECS`, SPEC §18).
     ChannelDeleted {
         client_id: Option<ClientId>,
         channel: ChannelKey,
+        reason: Option<&'static str>,
     },
     /// A command was answered.
     CommandExecuted {
@@ -213,6 +216,14 @@ impl Event {
         "custom",
     ];
 
+    /// Whether `event_type` is one the server emits itself (SPEC §8): a
+    /// client may not send telemetry under these names (SPEC §18).
+    pub fn is_server_kind(event_type: &str) -> bool {
+        Self::KINDS
+            .iter()
+            .any(|kind| *kind != "custom" && *kind == event_type)
+    }
+
     /// The `eventType` of the event. A client-sent event ([`Event::Custom`])
     /// is `"custom"` here (its own `eventType` is in its payload): that is
     /// the name to filter on.
@@ -322,11 +333,22 @@ impl Serialize for Payload<'_> {
             }
             Event::ChannelJoined { client_id, channel }
             | Event::ChannelLeft { client_id, channel }
-            | Event::ChannelCreated { client_id, channel }
-            | Event::ChannelDeleted { client_id, channel } => {
+            | Event::ChannelCreated { client_id, channel } => {
                 map.serialize_entry("client_id", &client_id.as_ref().map(ClientId::as_str))?;
                 map.serialize_entry("room", channel.room())?;
                 map.serialize_entry("channel", channel.channel())?;
+            }
+            Event::ChannelDeleted {
+                client_id,
+                channel,
+                reason,
+            } => {
+                map.serialize_entry("client_id", &client_id.as_ref().map(ClientId::as_str))?;
+                map.serialize_entry("room", channel.room())?;
+                map.serialize_entry("channel", channel.channel())?;
+                if let Some(reason) = reason {
+                    map.serialize_entry("reason", reason)?;
+                }
             }
             Event::CommandExecuted {
                 client_id,
@@ -487,9 +509,19 @@ mod tests {
                 Event::ChannelDeleted {
                     client_id: Some(id.clone()),
                     channel: general.clone(),
+                    reason: None,
                 },
                 json!({"eventType": "channel_deleted", "client_id": id.as_str(),
                        "room": "lobby", "channel": "general"}),
+            ),
+            (
+                Event::ChannelDeleted {
+                    client_id: None,
+                    channel: general.clone(),
+                    reason: Some("idle"),
+                },
+                json!({"eventType": "channel_deleted", "client_id": null,
+                       "room": "lobby", "channel": "general", "reason": "idle"}),
             ),
             (
                 Event::CommandExecuted {

@@ -149,7 +149,7 @@ pub fn describe_all() {
     describe_counter!(
         names::MESSAGES_SENT_TOTAL,
         Unit::Count,
-        "Messages delivered to clients (one per recipient)."
+        "Messages delivered to clients, one per recipient: channel and direct messages and server notices, not replies to commands."
     );
     describe_counter!(
         names::MESSAGES_RECEIVED_TOTAL,
@@ -185,6 +185,11 @@ pub fn describe_all() {
         names::TELEMETRY_DROPPED_TOTAL,
         Unit::Count,
         "Telemetry events missed by slow telemetry subscribers."
+    );
+    describe_counter!(
+        names::CONNECTIONS_ABORTED_TOTAL,
+        Unit::Count,
+        "Connections cut off without a close handshake, by reason (write_timeout, shutdown)."
     );
     describe_histogram!(
         names::MESSAGE_ROUTING_SECONDS,
@@ -224,6 +229,9 @@ pub fn register_all() {
     for result in names::STORAGE_WRITE_RESULTS {
         let _registered = counter!(names::STORAGE_WRITES_TOTAL, names::LABEL_RESULT => result);
     }
+    for reason in names::ABORT_REASONS {
+        let _registered = counter!(names::CONNECTIONS_ABORTED_TOTAL, names::LABEL_REASON => reason);
+    }
     let _registered = histogram!(names::MESSAGE_ROUTING_SECONDS);
     for command in names::COMMANDS {
         let _registered =
@@ -250,6 +258,29 @@ pub fn error(code: ErrorCode) {
 /// One delivery found a full client queue and `policy` was applied.
 pub fn slow_consumer(policy: SlowConsumerPolicy) {
     counter!(names::SLOW_CONSUMER_TOTAL, names::LABEL_ACTION => policy.as_str()).increment(1);
+}
+
+/// Why a connection was aborted (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AbortReason {
+    /// A socket write made no progress for `ARQONBUS_WRITE_TIMEOUT_SECS`.
+    WriteTimeout,
+    /// Still open when the shutdown grace period ended.
+    Shutdown,
+}
+
+impl AbortReason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AbortReason::WriteTimeout => "write_timeout",
+            AbortReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// One connection aborted for `reason`.
+pub fn connection_aborted(reason: AbortReason) {
+    counter!(names::CONNECTIONS_ABORTED_TOTAL, names::LABEL_REASON => reason.as_str()).increment(1);
 }
 
 /// One frame refused by the rate limit.

@@ -37,6 +37,9 @@ pub const VIOLATIONS_TOTAL: &str = "arqonbus_violations_total";
 pub const STORAGE_WRITES_TOTAL: &str = "arqonbus_storage_writes_total";
 /// Telemetry events slow telemetry subscribers missed.
 pub const TELEMETRY_DROPPED_TOTAL: &str = "arqonbus_telemetry_dropped_total";
+/// Connections cut off without a close handshake, by `reason`
+/// ([`ABORT_REASONS`]).
+pub const CONNECTIONS_ABORTED_TOTAL: &str = "arqonbus_connections_aborted_total";
 
 // Histograms.
 /// Time to route one message, from decoded to queued for every subscriber.
@@ -57,7 +60,7 @@ pub const GAUGES: [&str; 8] = [
 ];
 
 /// Every counter family.
-pub const COUNTERS: [&str; 8] = [
+pub const COUNTERS: [&str; 9] = [
     MESSAGES_SENT_TOTAL,
     MESSAGES_RECEIVED_TOTAL,
     ERRORS_TOTAL,
@@ -66,6 +69,7 @@ pub const COUNTERS: [&str; 8] = [
     VIOLATIONS_TOTAL,
     STORAGE_WRITES_TOTAL,
     TELEMETRY_DROPPED_TOTAL,
+    CONNECTIONS_ABORTED_TOTAL,
 ];
 
 /// Every histogram family.
@@ -78,6 +82,8 @@ pub const LABEL_CODE: &str = "code";
 pub const LABEL_ACTION: &str = "action";
 /// Label of [`STORAGE_WRITES_TOTAL`].
 pub const LABEL_RESULT: &str = "result";
+/// Label of [`CONNECTIONS_ABORTED_TOTAL`].
+pub const LABEL_REASON: &str = "reason";
 /// Label of [`COMMAND_DURATION_SECONDS`].
 pub const LABEL_COMMAND: &str = "command";
 
@@ -99,6 +105,10 @@ pub const SLOW_CONSUMER_ACTIONS: [&str; 2] = ["disconnect", "drop"];
 /// Values of [`LABEL_RESULT`]: written to the backend, failed, buffered in
 /// memory while degraded, dropped.
 pub const STORAGE_WRITE_RESULTS: [&str; 4] = ["ok", "error", "buffered", "dropped"];
+
+/// Values of [`LABEL_REASON`]: a socket write made no progress for
+/// `ARQONBUS_WRITE_TIMEOUT_SECS`; the shutdown grace period ran out.
+pub const ABORT_REASONS: [&str; 2] = ["write_timeout", "shutdown"];
 
 /// Values of [`LABEL_COMMAND`]: the SPEC §5 commands. Other names (unknown
 /// commands) are never used as a label.
@@ -155,6 +165,9 @@ mod tests {
         families
     }
 
+    /// Families added by wave 2 (SPEC §18), beyond the §12 list.
+    const BEYOND_SPEC: [&str; 1] = [CONNECTIONS_ABORTED_TOTAL];
+
     #[test]
     fn names_are_exactly_the_spec_families() {
         let families = spec_families();
@@ -164,6 +177,7 @@ mod tests {
             .map(|name| ("gauge", *name))
             .chain(COUNTERS.iter().map(|name| ("counter", *name)))
             .chain(HISTOGRAMS.iter().map(|name| ("histogram", *name)))
+            .filter(|(_, name)| !BEYOND_SPEC.contains(name))
             .collect();
         let spec: Vec<(&str, &str)> = families
             .iter()

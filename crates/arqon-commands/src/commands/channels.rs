@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::{CommandFuture, Ctx};
-use crate::args::Args;
+use crate::args::{Args, invalid_argument};
 use crate::bus::Bus;
 use crate::error::CommandError;
 
@@ -257,6 +257,7 @@ fn deleted(bus: &Bus, client_id: ClientId, key: &ChannelKey, removed: usize) -> 
     bus.telemetry().emit_with(|| Event::ChannelDeleted {
         client_id: Some(client_id),
         channel: key.clone(),
+        reason: None,
     });
     json!({
         "room": key.room(),
@@ -266,13 +267,101 @@ fn deleted(bus: &Bus, client_id: ClientId, key: &ChannelKey, removed: usize) -> 
     })
 }
 
+/// `list_channels` pages hold at most this many records by default...
+pub const LIST_DEFAULT_LIMIT: u64 = 1000;
+/// ...and at most this many when asked.
+pub const LIST_MAX_LIMIT: u64 = 10_000;
+
+/// Room for the envelope around a reply's payload (ids, timestamp, field
+/// names) when a reply is cut to fit `ARQONBUS_MAX_MESSAGE_SIZE`.
+pub(super) const REPLY_OVERHEAD: usize = 1024;
+
+/// One `list_channels` request's paging.
+struct Paging {
+    limit: usize,
+    /// Records start after this key.
+    after: Option<String>,
+    /// The largest payload that still fits a reply.
+    budget: usize,
+}
+
+impl Paging {
+    fn parse(bus: &Bus, args: &Args<'_>) -> Result<Self, CommandError> {
+        const RULE: &str = "must be an integer from 1 to 10000";
+        let limit = match args.0.get("limit") {
+            None | Some(Value::Null) => LIST_DEFAULT_LIMIT,
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(limit @ 1..=LIST_MAX_LIMIT) => limit,
+                _ => return Err(invalid_argument("limit", RULE)),
+            },
+            Some(_) => return Err(invalid_argument("limit", RULE)),
+        };
+        let after = args
+            .opt_str("cursor")?
+            .map(|cursor| {
+                ChannelKey::parse(cursor)
+                    .map(|key| key.as_str().to_owned())
+                    .map_err(|_| {
+                        invalid_argument("cursor", "must be a next_cursor from a previous reply")
+                    })
+            })
+            .transpose()?;
+        Ok(Self {
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            after,
+            budget: bus.max_message_size().saturating_sub(REPLY_OVERHEAD),
+        })
+    }
+
+    /// The page of `records` (sorted by key, already filtered) this request
+    /// asks for: `{channels, total, next_cursor}`. A page ends at `limit`
+    /// records, or earlier when the next record would push the reply over
+    /// the size limit (SPEC §18); `next_cursor` is null on the last page.
+    fn page(&self, records: Vec<(String, Value)>) -> Value {
+        let total = records.len();
+        let mut page = Vec::new();
+        let mut size = 0;
+        let mut next_cursor = None;
+        let mut last = None;
+        let rest = records
+            .into_iter()
+            .filter(|(key, _)| self.after.as_ref().is_none_or(|after| key > after));
+        for (key, record) in rest {
+            let encoded = serde_json::to_string(&record).map_or(0, |text| text.len()) + 1;
+            if page.len() == self.limit || (size + encoded > self.budget && !page.is_empty()) {
+                next_cursor = last;
+                break;
+            }
+            size += encoded;
+            page.push(record);
+            last = Some(key);
+        }
+        json!({"channels": page, "total": total, "next_cursor": next_cursor})
+    }
+}
+
 pub(super) fn list(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, CommandError> {
     let room = args.opt_name("room")?.map(str::to_owned);
+    let paging = Paging::parse(ctx.bus, &args)?;
     let bus = ctx.bus.clone();
+    let client = ctx.client.clone();
+    // A token's channel patterns filter the list, its total included
+    // (SPEC §18): a client learns only of channels it may join.
+    let visible = move |key: &str| ChannelKey::parse(key).is_ok_and(|key| client.may_access(&key));
     let Some(cluster) = bus.cluster().cloned() else {
-        let channels = bus.router().channels(room.as_deref())?;
-        let records: Vec<Value> = channels.iter().map(|channel| channel.record()).collect();
-        return Ok(ready(json!({"total": records.len(), "channels": records})));
+        let records: Vec<(String, Value)> = bus
+            .router()
+            .channels(room.as_deref())?
+            .iter()
+            .filter(|channel| visible(channel.key().as_str()))
+            .map(|channel| (channel.key().as_str().to_owned(), channel.record()))
+            .collect();
+        if let Some(room) = room
+            && records.is_empty()
+        {
+            return Err(RoutingError::RoomNotFound { room }.into());
+        }
+        return Ok(ready(paging.page(records)));
     };
     // Cluster: this node's channels and those every node shares, with
     // members counted on every node.
@@ -302,21 +391,29 @@ pub(super) fn list(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Comman
                 }
             }
         }
-        let records: Vec<Value> = records
-            .into_values()
-            .filter(|record| room.as_deref().is_none_or(|room| record["room"] == room))
+        let records: Vec<(String, Value)> = records
+            .into_iter()
+            .filter(|(key, record)| {
+                visible(key) && room.as_deref().is_none_or(|room| record["room"] == room)
+            })
             .collect();
         if let Some(room) = room
             && records.is_empty()
         {
             return Err(RoutingError::RoomNotFound { room }.into());
         }
-        Ok(json!({"total": records.len(), "channels": records}))
+        Ok(paging.page(records))
     }))
 }
 
 pub(super) fn info(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, CommandError> {
     let key = args.channel_key()?;
+    // A token's channel patterns govern reading too (SPEC §18).
+    if !ctx.client.may_access(&key) {
+        return Err(CommandError::forbidden(format!(
+            "your token does not allow channel {key}"
+        )));
+    }
     let bus = ctx.bus.clone();
     if let Some(channel) = bus.router().channel(&key) {
         return Ok(describe(bus, channel));

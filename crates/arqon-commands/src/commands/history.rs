@@ -2,8 +2,10 @@
 
 use arqon_protocol::{ErrorCode, parse_timestamp};
 use arqon_storage::HistoryQuery;
+use bytes::Bytes;
 use serde_json::{Value, json};
 
+use super::channels::REPLY_OVERHEAD;
 use super::{CommandFuture, Ctx};
 use crate::args::{Args, invalid_argument};
 use crate::error::CommandError;
@@ -48,6 +50,7 @@ pub(super) fn history(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Com
         until: timestamp("until")?,
         after_seq: args.opt_u64("after_seq", u64::MAX)?,
     };
+    let from_oldest = query.after_seq.is_some();
     if !ctx.client.may_access(&key) {
         return Err(CommandError::forbidden(format!(
             "your token does not allow channel {key}"
@@ -66,9 +69,14 @@ pub(super) fn history(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Com
                 format!("history of {key} cannot be read right now"),
             )
         })?;
+        // No reply may exceed the message size limit (SPEC §18): keep the
+        // end the query starts from (the oldest after `after_seq`, else the
+        // newest), as many as fit.
+        let budget = bus.max_message_size().saturating_sub(REPLY_OVERHEAD);
+        let (kept, truncated) = fit(&stored, budget, from_oldest);
         // Entries are the envelopes exactly as delivered; a stored frame
         // that does not parse (it cannot: the server wrote it) is skipped.
-        let messages: Vec<Value> = stored
+        let messages: Vec<Value> = kept
             .iter()
             .filter_map(|frame| serde_json::from_slice(frame).ok())
             .collect();
@@ -78,9 +86,47 @@ pub(super) fn history(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Com
             "channel": key.channel(),
             "count": messages.len(),
             "messages": messages,
+            "truncated": truncated,
             "backend": storage.status().backend,
             "epoch": &*epoch,
             "last_seq": last_seq,
         }))
     }))
+}
+
+/// The longest run of `frames` (oldest first) that fits in `budget` bytes
+/// as a JSON array, taken from the oldest end or the newest; and whether
+/// some were left out.
+fn fit(frames: &[Bytes], budget: usize, from_oldest: bool) -> (&[Bytes], bool) {
+    let mut size = 0;
+    let mut fits = |frame: &Bytes| {
+        size += frame.len() + 1;
+        size <= budget
+    };
+    if from_oldest {
+        let n = frames.iter().take_while(|frame| fits(frame)).count();
+        (&frames[..n], n < frames.len())
+    } else {
+        let n = frames.iter().rev().take_while(|frame| fits(frame)).count();
+        (&frames[frames.len() - n..], n < frames.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_keeps_the_end_the_query_starts_from() {
+        let frames: Vec<Bytes> = (0..5).map(|i| Bytes::from(vec![b'0' + i; 9])).collect();
+        // Each frame costs 10 bytes with its comma.
+        let (kept, truncated) = fit(&frames, 30, true);
+        assert_eq!((kept, truncated), (&frames[..3], true));
+        let (kept, truncated) = fit(&frames, 30, false);
+        assert_eq!((kept, truncated), (&frames[2..], true));
+        let (kept, truncated) = fit(&frames, 50, false);
+        assert_eq!((kept, truncated), (&frames[..], false));
+        let (kept, truncated) = fit(&frames, 5, true);
+        assert_eq!((kept.len(), truncated), (0, true));
+    }
 }

@@ -3,7 +3,8 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
-use arqon_protocol::{PROTOCOL_VERSION, format_timestamp};
+use arqon_protocol::{ChannelKey, PROTOCOL_VERSION, format_timestamp};
+use arqon_routing::Client;
 use serde_json::{Map, Value, json};
 
 use arqon_storage::cluster::Cluster;
@@ -21,7 +22,9 @@ pub(super) fn status(ctx: Ctx<'_>, _args: Args<'_>) -> Result<CommandFuture, Com
     let bus = ctx.bus;
     let info = bus.info();
     let router = bus.router();
-    let snapshot = router.snapshot(LARGEST_CHANNELS);
+    // `participants` lists only channels the client may join (SPEC §18).
+    let client = ctx.client.clone();
+    let snapshot = router.snapshot_of(LARGEST_CHANNELS, |key| client.may_access(key));
     let storage = bus.storage().status();
     let stats = router.stats();
     let participants: Map<String, Value> = snapshot
@@ -44,7 +47,7 @@ pub(super) fn status(ctx: Ctx<'_>, _args: Args<'_>) -> Result<CommandFuture, Com
         "subscriptions": snapshot.subscriptions,
         "participants": {
             "channels": participants,
-            "truncated": snapshot.channels > LARGEST_CHANNELS,
+            "truncated": snapshot.ranked > LARGEST_CHANNELS,
         },
         "messages": {
             "received": stats.received.load(Ordering::Relaxed),
@@ -58,7 +61,7 @@ pub(super) fn status(ctx: Ctx<'_>, _args: Args<'_>) -> Result<CommandFuture, Com
     };
     let bus = bus.clone();
     Ok(Box::pin(async move {
-        add_cluster(&cluster, &bus, &mut payload).await;
+        add_cluster(&cluster, &bus, &client, &mut payload).await;
         Ok(payload)
     }))
 }
@@ -66,7 +69,7 @@ pub(super) fn status(ctx: Ctx<'_>, _args: Args<'_>) -> Result<CommandFuture, Com
 /// Cluster mode: clients, subscriptions and participants over every live
 /// node, and the list of live nodes. While Redis is unreachable the local
 /// figures stay, and `cluster.degraded` says so.
-async fn add_cluster(cluster: &Cluster, bus: &Bus, payload: &mut Value) {
+async fn add_cluster(cluster: &Cluster, bus: &Bus, client: &Client, payload: &mut Value) {
     let overview = if cluster.is_connected() {
         cluster.overview().await.ok()
     } else {
@@ -109,7 +112,11 @@ async fn add_cluster(cluster: &Cluster, bus: &Bus, payload: &mut Value) {
         payload["clients"]["by_type"] = Value::Object(by_type);
     }
     payload["clients"]["active"] = json!(clients);
-    let mut channels: Vec<(&String, &u64)> = overview.channel_members.iter().collect();
+    let mut channels: Vec<(&String, &u64)> = overview
+        .channel_members
+        .iter()
+        .filter(|(key, _)| ChannelKey::parse(key).is_ok_and(|key| client.may_access(&key)))
+        .collect();
     channels.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
     let subscriptions: u64 = overview.channel_members.values().sum();
     // Channels with members anywhere, and this node's (with or without).

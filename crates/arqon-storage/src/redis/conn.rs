@@ -205,7 +205,7 @@ mod tests {
         else {
             panic!("rediss:// accepted");
         };
-        assert_eq!(url, "rediss://h:6380");
+        assert_eq!(url, "rediss://u:***@h:6380");
         assert!(client_config("redis://127.0.0.1:6379/2").is_ok());
     }
 
