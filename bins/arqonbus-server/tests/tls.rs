@@ -325,7 +325,9 @@ fn the_binary_exits_64_on_unusable_tls_files() {
         let lines: Vec<&str> = stderr.trim_end().lines().collect();
         assert_eq!(lines.len(), 1, "one line: {stderr}");
         assert!(
-            lines[0].starts_with(&format!("arqonbus-server: invalid configuration: {named}: ")),
+            lines[0].starts_with(&format!(
+                "arqonbus-server: invalid configuration: {named}: "
+            )),
             "{stderr}"
         );
     }
