@@ -20,6 +20,12 @@
 //! # }
 //! ```
 //!
+//! With `ARQONBUS_TLS_CERT` and `ARQONBUS_TLS_KEY` every listener serves
+//! TLS (`wss://`, `https://`) with rustls: the files are loaded and checked
+//! once, in [`Server::bind`] (or when [`serve`] starts), and each accepted
+//! connection completes its TLS handshake in its own task, within the
+//! handshake timeout, before HTTP is read.
+//!
 //! Several servers can run in one process: nothing here touches global
 //! state (the tracing subscriber is installed by `main.rs` only).
 
@@ -28,11 +34,13 @@ mod app;
 mod http;
 mod origin;
 mod telemetry;
+mod tls;
 mod ws;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arqon_config::{ClusterMode, Config, ConfigError};
@@ -45,6 +53,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub use app::{BUILD_DATE, GIT_COMMIT, VERSION};
+pub use tls::TlsError;
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +78,14 @@ pub enum ServerError {
     /// Redis URL is unusable.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    /// A TLS file (`key` is `ARQONBUS_TLS_CERT` or `ARQONBUS_TLS_KEY`) is
+    /// unusable: invalid configuration.
+    #[error("{key}: {}: {reason}", path.display())]
+    Tls {
+        key: &'static str,
+        path: PathBuf,
+        reason: TlsError,
+    },
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -92,6 +109,7 @@ pub struct Server {
     http: Option<TcpListener>,
     metrics: Option<PrometheusHandle>,
     storage: Option<Storage>,
+    tls: Option<tls::Acceptor>,
 }
 
 async fn bind(listener: &'static str, host: &str, port: u16) -> Result<TcpListener, ServerError> {
@@ -107,9 +125,13 @@ async fn bind(listener: &'static str, host: &str, port: u16) -> Result<TcpListen
 impl Server {
     /// Opens storage (in strict mode, failing when Redis is unreachable)
     /// and binds every listener the configuration names: the bus, the
-    /// telemetry stream, and the optional separate HTTP port.
+    /// telemetry stream, and the optional separate HTTP port. With TLS
+    /// files configured, loads them first: a file that is not a PEM
+    /// certificate chain or private key, or a key that does not match the
+    /// certificate, is [`ServerError::Tls`].
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         check_supported(&config)?;
+        let tls = tls::Acceptor::from_config(&config.server)?;
         let storage = Storage::open(&config.storage).await?;
         let server = &config.server;
         let bus = bind("bus", &server.host, server.port).await?;
@@ -125,10 +147,12 @@ impl Server {
             http,
             metrics: None,
             storage: Some(storage),
+            tls,
         })
     }
 
     /// A server on an already bound bus listener, with no other listener.
+    /// TLS files in `config` are loaded when it [runs](Server::run).
     pub fn from_listener(listener: TcpListener, config: Config) -> Self {
         Self {
             config,
@@ -137,6 +161,7 @@ impl Server {
             http: None,
             metrics: None,
             storage: None,
+            tls: None,
         }
     }
 
@@ -171,6 +196,10 @@ impl Server {
     /// call returns once connections are gone or the grace period ends.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let addrs = self.local_addrs()?;
+        let tls = match self.tls {
+            Some(tls) => Some(tls),
+            None => tls::Acceptor::from_config(&self.config.server)?,
+        };
         let storage = match self.storage {
             Some(storage) => storage,
             None => Storage::open(&self.config.storage).await?,
@@ -239,6 +268,7 @@ impl Server {
             loops.push(tokio::spawn(accept::accept_loop(
                 listener,
                 router,
+                tls.clone(),
                 handshake_timeout,
                 stop_accepting.clone(),
             )));
@@ -250,7 +280,7 @@ impl Server {
         if let Some(listener) = self.http {
             listen(listener, http::http_router(app.clone()));
         }
-        info!(bus = %addrs.bus, telemetry = ?addrs.telemetry, http = ?addrs.http, "ArqonBus listening");
+        info!(bus = %addrs.bus, telemetry = ?addrs.telemetry, http = ?addrs.http, tls = tls.is_some(), "ArqonBus listening");
 
         shutdown.await;
         let started = tokio::time::Instant::now();

@@ -140,7 +140,11 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(config, cli.print_addrs)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err @ (ServerError::Config(_) | ServerError::Unsupported { .. })) => {
+        Err(
+            err @ (ServerError::Config(_)
+            | ServerError::Unsupported { .. }
+            | ServerError::Tls { .. }),
+        ) => {
             eprintln!("arqonbus-server: invalid configuration: {err}");
             ExitCode::from(EXIT_CONFIG)
         }

@@ -60,7 +60,11 @@ impl Client {
     /// Connects, reads the welcome frame, and starts the connection task.
     /// The first connection is not retried: an error here is returned as
     /// is. Reconnection applies to connections that drop later.
+    ///
+    /// For a `wss://` URL the TLS configuration is built here, once (see
+    /// [`ConnectOptions`]'s TLS section), and reused by every reconnect.
     pub async fn connect(opts: ConnectOptions) -> Result<Self, ClientError> {
+        let opts = opts.resolve_tls()?;
         let (ws, welcome) = driver::open(&opts).await?;
         let opts = Arc::new(opts);
         let (requests_tx, requests_rx) = mpsc::channel(opts.queue_capacity);

@@ -24,9 +24,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tracing::{debug, warn};
 
 use crate::error::{ClientError, ServerError};
@@ -36,7 +36,7 @@ use crate::types::{
     Welcome,
 };
 
-pub(crate) type Ws = WebSocketStream<TcpStream>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub(crate) type Reply = oneshot::Sender<Result<Envelope, ClientError>>;
 pub(crate) type JoinReply =
     oneshot::Sender<Result<(Joined, mpsc::Receiver<SubscriptionEvent>), ClientError>>;
@@ -162,7 +162,9 @@ pub(crate) struct Driver {
     id_prefix: String,
 }
 
-/// Opens a connection and reads the welcome frame.
+/// Opens a connection (TLS for `wss://`, with the configuration
+/// [resolved](ConnectOptions::resolve_tls) when the client connected) and
+/// reads the welcome frame.
 pub(crate) async fn open(opts: &ConnectOptions) -> Result<(Ws, Welcome), ClientError> {
     let request = opts.request()?;
     let uri = request.uri().clone();
@@ -170,16 +172,30 @@ pub(crate) async fn open(opts: &ConnectOptions) -> Result<(Ws, Welcome), ClientE
         url: opts.url.clone(),
         reason: reason.to_owned(),
     };
-    if uri.scheme_str() != Some("ws") {
-        return Err(invalid("only ws:// URLs are supported"));
-    }
+    let (connector, default_port) = match uri.scheme_str() {
+        Some("ws") => (Connector::Plain, 80),
+        Some("wss") => {
+            let config = match opts.tls_client_config() {
+                Some(config) => config,
+                None => opts
+                    .clone()
+                    .resolve_tls()?
+                    .tls_client_config()
+                    .ok_or_else(|| ClientError::Tls {
+                        reason: "no TLS configuration".to_owned(),
+                    })?,
+            };
+            (Connector::Rustls(config), 443)
+        }
+        _ => return Err(invalid("only ws:// and wss:// URLs are supported")),
+    };
     let host = uri
         .host()
         .ok_or_else(|| invalid("no host"))?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(default_port);
     let url = opts.url.clone();
     let connect_error = |source: tungstenite::Error| match source {
         tungstenite::Error::Http(response) => ClientError::Refused {
@@ -202,10 +218,14 @@ pub(crate) async fn open(opts: &ConnectOptions) -> Result<(Ws, Welcome), ClientE
         let stream = tcp_connect(&host, port, opts.local_addr)
             .await
             .map_err(|e| connect_error(tungstenite::Error::Io(e)))?;
-        let (mut ws, _response) =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
-                .await
-                .map_err(connect_error)?;
+        let (mut ws, _response) = tokio_tungstenite::client_async_tls_with_config(
+            request,
+            stream,
+            Some(config),
+            Some(connector),
+        )
+        .await
+        .map_err(connect_error)?;
         let welcome = loop {
             match ws.next().await {
                 Some(Ok(Message::Text(text))) => {

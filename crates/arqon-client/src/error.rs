@@ -69,6 +69,10 @@ pub enum ClientError {
         #[source]
         source: Box<tungstenite::Error>,
     },
+    /// TLS could not be set up for a `wss://` URL (no usable root
+    /// certificates). A failed TLS handshake is [`ClientError::Connect`].
+    #[error("TLS setup failed: {reason}")]
+    Tls { reason: String },
     /// The server refused the handshake with an HTTP status (400 for a bad
     /// query parameter, 401 for a bad token, 503 when full or draining).
     #[error("handshake refused with HTTP {status}: {body}")]

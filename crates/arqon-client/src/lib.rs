@@ -23,6 +23,14 @@
 //!   gap was filled (a changed epoch means the history restarted and the
 //!   gap cannot be filled).
 //!
+//! - `wss://` URLs connect over TLS with rustls (ring provider, no
+//!   OpenSSL). The server's certificate is checked against the operating
+//!   system's root certificates unless
+//!   [`ConnectOptions::tls_roots`] / [`ConnectOptions::add_root_certificate_pem`]
+//!   name other roots (a private CA, a self-signed certificate) or
+//!   [`ConnectOptions::tls_config`] gives a complete [`rustls`]
+//!   configuration. It is built once per [`Client`]; reconnects reuse it.
+//!
 //! One background task owns the socket: it writes queued requests (batched
 //! into one flush), reads every frame and routes it to the waiting request,
 //! the subscription, or the direct-message stream. Every queue is bounded;
@@ -30,7 +38,7 @@
 //! rather than drop messages, so keep consuming the subscriptions you hold.
 //!
 //! This crate depends on `arqon-protocol` and on tokio, tokio-tungstenite,
-//! serde and thiserror; never on the server crates.
+//! rustls, serde and thiserror; never on the server crates.
 //!
 //! ```no_run
 //! use arqon_client::{Client, ConnectOptions, SubscriptionEvent};
@@ -70,6 +78,10 @@ pub use client::{Client, DirectMessages, Subscription};
 pub use driver::ConnectionState;
 pub use error::{ClientError, ServerError};
 pub use options::{ConnectOptions, Identity, ReconnectPolicy};
+/// The TLS library behind `wss://`, for [`ConnectOptions::tls_config`].
+pub use rustls;
+/// A DER certificate, for [`ConnectOptions::tls_roots`].
+pub use rustls::pki_types::CertificateDer;
 pub use types::{
     Ack, ChannelInfo, ChannelList, ChannelMessage, ChannelRecord, ClientCounts, ClientEvent,
     ClientRecord, Deleted, DirectMessage, GapReport, History, HistoryQuery, Joined, Left, Limits,

@@ -1,11 +1,14 @@
-//! How to connect: URL, identity (query parameters), token, timeouts,
-//! queue sizes and the reconnect policy.
+//! How to connect: URL, identity (query parameters), token, TLS roots,
+//! timeouts, queue sizes and the reconnect policy.
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use arqon_protocol::{ClientType, MAX_AVATAR_LEN, MAX_PERSONALITY_LEN, MAX_SCREEN_NAME_LEN};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
@@ -96,6 +99,37 @@ impl ReconnectPolicy {
     }
 }
 
+/// Which servers a `wss://` connection trusts.
+#[derive(Clone)]
+pub(crate) enum Tls {
+    /// The operating system's root certificates (the default).
+    SystemRoots,
+    /// Only these root certificates.
+    Roots(Vec<CertificateDer<'static>>),
+    /// A complete rustls configuration, given by the caller or built from
+    /// the roots once, when the client connects, so that every reconnect
+    /// uses the same one.
+    Config(Arc<rustls::ClientConfig>),
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tls::SystemRoots => f.write_str("SystemRoots"),
+            Tls::Roots(roots) => write!(f, "Roots({} certificates)", roots.len()),
+            Tls::Config(_) => f.write_str("Config"),
+        }
+    }
+}
+
+/// The ring provider, named explicitly rather than taken from (or
+/// installed as) the process default. rustls 0.23.48 deprecates it for
+/// lacking post-quantum key exchange; aws-lc-rs would need cmake to build.
+#[allow(deprecated)]
+fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 /// Everything [`Client::connect`](crate::Client::connect) needs.
 ///
 /// ```
@@ -109,6 +143,28 @@ impl ReconnectPolicy {
 ///     .request_timeout(Duration::from_secs(2));
 /// assert_eq!(options.url(), "ws://127.0.0.1:9100/");
 /// ```
+///
+/// # TLS
+///
+/// A `wss://` URL connects with TLS (rustls; no OpenSSL). By default the
+/// server's certificate must chain to one of the operating system's root
+/// certificates. [`tls_roots`](Self::tls_roots) and
+/// [`add_root_certificate_pem`](Self::add_root_certificate_pem) trust
+/// given roots instead (a private CA, or a self-signed certificate), and
+/// [`tls_config`](Self::tls_config) takes a complete rustls
+/// configuration (client certificates, custom verification). The TLS
+/// configuration is built once, when the client connects, and reconnects
+/// use the same one.
+///
+/// ```
+/// # fn run(ca_pem: &[u8]) -> Result<(), arqon_client::ClientError> {
+/// use arqon_client::ConnectOptions;
+///
+/// let options = ConnectOptions::new("wss://bus.internal:9100/")
+///     .add_root_certificate_pem(ca_pem)?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct ConnectOptions {
     pub(crate) url: String,
@@ -121,6 +177,7 @@ pub struct ConnectOptions {
     pub(crate) subscription_capacity: usize,
     pub(crate) queue_capacity: usize,
     pub(crate) read_buffer_size: usize,
+    pub(crate) tls: Tls,
 }
 
 impl fmt::Debug for ConnectOptions {
@@ -136,13 +193,15 @@ impl fmt::Debug for ConnectOptions {
             .field("subscription_capacity", &self.subscription_capacity)
             .field("queue_capacity", &self.queue_capacity)
             .field("read_buffer_size", &self.read_buffer_size)
+            .field("tls", &self.tls)
             .finish()
     }
 }
 
 impl ConnectOptions {
-    /// Options for `url` (`ws://host:port/` or `ws://host:port/ws`); any
-    /// query in `url` is kept and the identity parameters are appended.
+    /// Options for `url` (`ws://host:port/` or `ws://host:port/ws`, or
+    /// `wss://…` for TLS); any query in `url` is kept and the identity
+    /// parameters are appended.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -155,6 +214,7 @@ impl ConnectOptions {
             subscription_capacity: 1024,
             queue_capacity: 1024,
             read_buffer_size: 16 * 1024,
+            tls: Tls::SystemRoots,
         }
     }
 
@@ -250,6 +310,91 @@ impl ConnectOptions {
         self
     }
 
+    /// For `wss://`: trust only these root certificates (DER), instead of
+    /// the operating system's.
+    #[must_use]
+    pub fn tls_roots(mut self, roots: impl IntoIterator<Item = CertificateDer<'static>>) -> Self {
+        self.tls = Tls::Roots(roots.into_iter().collect());
+        self
+    }
+
+    /// For `wss://`: trust the certificates in `pem` (one or more
+    /// `-----BEGIN CERTIFICATE-----` sections), in addition to roots given
+    /// earlier this way or with [`tls_roots`](Self::tls_roots), and instead
+    /// of the operating system's roots.
+    ///
+    /// Fails with [`ClientError::InvalidOption`] when `pem` holds no
+    /// certificate.
+    pub fn add_root_certificate_pem(mut self, pem: &[u8]) -> Result<Self, ClientError> {
+        let invalid = |reason: String| ClientError::InvalidOption {
+            name: "root_certificate",
+            reason,
+        };
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(invalid("no PEM certificate found".to_owned()));
+        }
+        match &mut self.tls {
+            Tls::Roots(roots) => roots.extend(certs),
+            tls => *tls = Tls::Roots(certs),
+        }
+        Ok(self)
+    }
+
+    /// For `wss://`: a complete rustls client configuration, used as is.
+    #[must_use]
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Tls::Config(config);
+        self
+    }
+
+    /// Whether the URL asks for TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.url
+            .get(..6)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("wss://"))
+    }
+
+    /// The options with the TLS configuration built (for a `wss://` URL),
+    /// so that the first connection and every reconnect share it.
+    pub(crate) fn resolve_tls(mut self) -> Result<Self, ClientError> {
+        if !self.is_tls() {
+            return Ok(self);
+        }
+        let roots = match &self.tls {
+            Tls::Config(_) => return Ok(self),
+            Tls::Roots(roots) => {
+                let mut store = rustls::RootCertStore::empty();
+                for root in roots {
+                    store.add(root.clone()).map_err(|e| ClientError::Tls {
+                        reason: format!("unusable root certificate: {e}"),
+                    })?;
+                }
+                store
+            }
+            Tls::SystemRoots => system_roots()?,
+        };
+        let config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Tls {
+                reason: e.to_string(),
+            })?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        self.tls = Tls::Config(Arc::new(config));
+        Ok(self)
+    }
+
+    /// The TLS configuration, once [resolved](Self::resolve_tls).
+    pub(crate) fn tls_client_config(&self) -> Option<Arc<rustls::ClientConfig>> {
+        match &self.tls {
+            Tls::Config(config) => Some(config.clone()),
+            _ => None,
+        }
+    }
+
     /// The handshake request: URL with the identity query parameters, and
     /// the `Authorization` header.
     pub(crate) fn request(&self) -> Result<Request, ClientError> {
@@ -298,6 +443,22 @@ impl ConnectOptions {
         }
         Ok(request)
     }
+}
+
+/// The operating system's root certificates; an error when none loads.
+fn system_roots() -> Result<rustls::RootCertStore, ClientError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut store = rustls::RootCertStore::empty();
+    let (added, _ignored) = store.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(ClientError::Tls {
+            reason: format!(
+                "no usable system root certificates ({} errors loading them)",
+                found.errors.len()
+            ),
+        });
+    }
+    Ok(store)
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
@@ -363,6 +524,29 @@ mod tests {
                 .min(Duration::from_secs(1));
             assert!(d >= full / 2 && d <= full, "{attempt}: {d:?}");
         }
+    }
+
+    #[test]
+    fn tls_options() {
+        let options = ConnectOptions::new("WSS://localhost:9/");
+        assert!(options.is_tls());
+        assert!(!ConnectOptions::new("ws://localhost:9/").is_tls());
+        let err = options
+            .clone()
+            .add_root_certificate_pem(b"not a certificate")
+            .expect_err("no certificate");
+        assert!(matches!(
+            err,
+            ClientError::InvalidOption {
+                name: "root_certificate",
+                ..
+            }
+        ));
+        let resolved = options
+            .tls_roots(Vec::new())
+            .resolve_tls()
+            .expect("an empty root store is a valid (if useless) configuration");
+        assert!(resolved.tls_client_config().is_some());
     }
 
     #[test]
