@@ -123,7 +123,21 @@ class BusServer:
         self.stop(signal.SIGKILL)
 
     def pause(self) -> None:
+        """Freezes the process (SIGSTOP) and waits until every thread is stopped."""
         os.kill(self.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not self._all_threads_stopped():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not stop")
+            time.sleep(0.005)
+
+    def _all_threads_stopped(self) -> bool:
+        tasks = Path(f"/proc/{self.pid}/task")
+        states = []
+        for task in tasks.iterdir():
+            stat = (task / "stat").read_text()
+            states.append(stat.rsplit(")", 1)[1].split()[0])
+        return all(state in ("T", "t") for state in states)
 
     def resume(self) -> None:
         os.kill(self.pid, signal.SIGCONT)
