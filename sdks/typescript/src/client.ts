@@ -213,6 +213,8 @@ class AttemptFailure extends Error {
     readonly httpStatus: number | undefined,
     readonly opened: boolean,
     readonly code: number | undefined,
+    /** Failed before opening with no status and no error text: all a browser shows, whatever the cause. */
+    readonly opaque = false,
   ) {
     super(message);
   }
@@ -225,6 +227,8 @@ const TERMINAL_CLOSE_CODES: ReadonlyMap<number, CloseReason> = new Map([
   [4000, 'replaced'],
   [4003, 'operator'],
 ]);
+/** Client ids of past connections remembered to recognise this client's own messages. */
+const OWN_IDS_KEPT = 64;
 /** Close code the client uses when it abandons an unresponsive connection. */
 const CLOSE_ABANDONED = 4001;
 
@@ -273,6 +277,8 @@ export class ArqonBus {
   #heartbeatTimer: ReturnType<typeof setInterval> | null = null;
   #heartbeatInFlight = false;
   #lastReceived = 0;
+  /** This client's ids on its recent connections (its own messages are not replayed to it). */
+  readonly #ownIds = new Set<string>();
   readonly #pending = new Map<string, Pending>();
   readonly #subs = new Map<string, ManagedSubscription<JsonObject>>();
   readonly #joins = new Map<string, Promise<ManagedSubscription<JsonObject>>>();
@@ -285,6 +291,7 @@ export class ArqonBus {
     ended: (sub) => {
       if (this.#subs.get(sub.key) === sub) this.#subs.delete(sub.key);
     },
+    isOwn: (sender) => sender !== undefined && this.#ownIds.has(sender),
   };
 
   /**
@@ -936,6 +943,7 @@ export class ArqonBus {
           status,
           opened,
           event.code,
+          !opened && status === undefined && errorMessage === undefined,
         ));
       };
     });
@@ -946,6 +954,11 @@ export class ArqonBus {
     this.#generation += 1;
     this.#socket = socket;
     this.#welcome = welcome;
+    this.#ownIds.add(welcome.client_id);
+    if (this.#ownIds.size > OWN_IDS_KEPT) {
+      const oldest = this.#ownIds.values().next();
+      if (oldest.done !== true) this.#ownIds.delete(oldest.value);
+    }
     this.#lastReceived = Date.now();
     this.#attempt = 0;
     this.#refusals = 0;
@@ -1026,10 +1039,10 @@ export class ArqonBus {
         });
         return;
       }
-      if (failure.httpStatus === undefined && !failure.opened && Number.isFinite(this.#refusalThreshold)) {
-        // Browsers hide the upgrade's status. If the server says it is
-        // ready yet our upgrade fails, it is refusing us.
-        const ready = await probeReady(this.url, Math.min(this.#connectTimeoutMs, 5_000));
+      if (failure.opaque && Number.isFinite(this.#refusalThreshold)) {
+        // Browsers hide why an upgrade failed. If the server says it is
+        // ready yet our upgrade keeps failing, it is refusing us.
+        const ready = await probeReady(this.url, Math.min(this.#connectTimeoutMs, 2_000));
         if (this.#closing) return;
         this.#refusals = ready ? this.#refusals + 1 : 0;
         if (this.#refusals >= this.#refusalThreshold) {

@@ -108,6 +108,8 @@ export interface SubscriptionHost {
   leave(sub: ManagedSubscription<JsonObject>): Promise<void>;
   /** `sub` ended: forget it. */
   ended(sub: ManagedSubscription<JsonObject>): void;
+  /** Whether `sender` is this client (on this or an earlier connection). */
+  isOwn(sender: string | undefined): boolean;
 }
 
 /** Settings of a subscription, from the client options. @internal */
@@ -387,8 +389,7 @@ export class ManagedSubscription<P = JsonObject> implements Subscription<P> {
       let count = 0;
       for (const envelope of reply.publications ?? []) {
         if (typeof envelope.seq !== 'number' || envelope.seq <= this.#lastSeq) continue;
-        this.#deliver(envelope, true);
-        count += 1;
+        if (this.#replay(envelope)) count += 1;
       }
       this.#epoch = reply.epoch;
       this.#lastSeq = Math.max(this.#lastSeq, reply.seq);
@@ -465,8 +466,7 @@ export class ManagedSubscription<P = JsonObject> implements Subscription<P> {
         const seq = envelope.seq;
         if (typeof seq !== 'number' || seq <= this.#lastSeq || seq > goal) continue;
         if (seq !== this.#lastSeq + 1) reason ??= 'history-trimmed';
-        this.#deliver(envelope, true);
-        count += 1;
+        if (this.#replay(envelope)) count += 1;
         progressed = true;
       }
       if (!progressed) break;
@@ -540,7 +540,7 @@ export class ManagedSubscription<P = JsonObject> implements Subscription<P> {
           if (typeof seq !== 'number' || seq <= after || seq > goal) continue;
           after = seq;
           progressed = true;
-          if (this.#recent?.has(seq) !== true) this.#deliver(envelope, true);
+          if (this.#recent?.has(seq) !== true) this.#replay(envelope);
         }
         if (!progressed) return;
       }
@@ -563,6 +563,20 @@ export class ManagedSubscription<P = JsonObject> implements Subscription<P> {
       }
     }
     this.#deliver(envelope, false);
+  }
+
+  /**
+   * Delivers a message fetched after the fact, marked `replayed` — except
+   * this client's own messages, which it was never sent live (unless it
+   * published them with `echo`). Returns whether it was delivered.
+   */
+  #replay(envelope: Envelope): boolean {
+    if (this.#host.isOwn(envelope.sender) && envelope.metadata?.['echo'] !== true) {
+      if (typeof envelope.seq === 'number' && envelope.seq > this.#lastSeq) this.#lastSeq = envelope.seq;
+      return false;
+    }
+    this.#deliver(envelope, true);
+    return true;
   }
 
   #deliver(envelope: Envelope, replayed: boolean): void {

@@ -95,6 +95,25 @@ describe('re-join after a reconnect, server without §14 (history fallback)', ()
     assert.deepEqual(sub.position, { seq: 2505, epoch });
   });
 
+  it('does not replay the client\'s own messages, which it never received live', async () => {
+    const server = new FakeServer();
+    const bus = client(server);
+    await bus.connect();
+    const sub = await bus.join('chat', 'general');
+    const got = record(sub, 'message');
+    publishMany(server, 1, 1); // seq 1 from another client
+    await bus.publish('chat', 'general', { n: 2 }, { ack: true }); // seq 2, ours, not sent back
+    await until(() => got.length === 1, 'the first message');
+    const recovered = nextEvent(sub, 'recovered');
+    server.last.drop();
+    publishMany(server, 3, 2); // seq 3, 4 while away
+    const event = await recovered;
+    assert.equal(event.count, 2);
+    assert.equal(event.fromSeq, 2);
+    assert.deepEqual(seqs(got), [1, 3, 4]);
+    assert.equal(sub.position?.seq, 4);
+  });
+
   it('reports "recovered" with count 0 when nothing was missed', async () => {
     const server = new FakeServer();
     const bus = client(server);
