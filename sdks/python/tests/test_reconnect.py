@@ -170,6 +170,23 @@ async def test_ping_times_out_when_the_server_stalls(
     assert (await bus.ping()).pong
 
 
+async def test_close_fails_calls_in_flight(start_server: StartServer) -> None:
+    server = start_server()
+    bus = ArqonBus(server.url)
+    await bus.connect()
+    server.pause()
+    try:
+        ping = asyncio.ensure_future(bus.ping(timeout=WAIT))
+        await asyncio.sleep(0.05)
+        closing = asyncio.ensure_future(bus.close())
+        with pytest.raises(arqonbus.ClientClosed):
+            await ping
+    finally:
+        server.resume()
+    await closing
+    assert bus.state is arqonbus.ConnectionState.CLOSED
+
+
 async def test_recover_position_on_join(
     start_server: StartServer, clients: Connect, room: str
 ) -> None:

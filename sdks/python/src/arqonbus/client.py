@@ -298,10 +298,10 @@ class ArqonBus:
         if task is not None and not task.done():
             task.cancel()
             await asyncio.wait([task])
-        ws, self._ws = self._ws, None
+        ws = self._ws
+        self._finalize(None)
         if ws is not None:
             await ws.close()
-        self._finalize(None)
 
     async def wait_closed(self) -> None:
         """Waits until the client is closed; raises the error that closed it,
@@ -712,8 +712,10 @@ class ArqonBus:
             if self._state is ConnectionState.IDLE:
                 raise ClientClosed("the client is not connected: use `async with` or connect()")
             ws = self._ws
-            if self._ready.is_set() and ws is not None:
-                return ws
+            if self._ready.is_set():
+                if ws is not None:
+                    return ws
+                self._ready.clear()  # not ready without a connection
             await self._ready.wait()
 
     @staticmethod
