@@ -70,7 +70,7 @@ async fn acked_messages_are_in_their_stream_as_delivered() {
     let status = reader.status().await;
     assert_eq!(
         status["storage"],
-        json!({"backend": "redis", "degraded": false})
+        json!({"backend": "redis", "degraded": false, "memory_bytes": 0, "persistence": "none"})
     );
 }
 
