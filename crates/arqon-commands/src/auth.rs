@@ -175,6 +175,7 @@ mod tests {
             mode: AuthMode::Jwt,
             admin_token: None,
             jwt_secret: Some(Secret::new(SECRET)),
+            api_key: None,
         }
     }
 
@@ -224,6 +225,7 @@ mod tests {
             mode: AuthMode::Token,
             admin_token: Some(Secret::new("s3cret")),
             jwt_secret: None,
+            api_key: None,
         };
         assert_eq!(
             authenticate(&config, remote(), Some("s3cret"))
