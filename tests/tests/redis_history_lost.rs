@@ -71,8 +71,14 @@ async fn a_redis_restarted_without_persistence_gives_the_channel_a_new_epoch() {
     let new_epoch = new_history["payload"]["epoch"].clone();
     assert!(new_epoch.is_string(), "{new_history}");
     assert_ne!(new_epoch, old_epoch, "history restarted: a new epoch");
-    let messages = new_history["payload"]["messages"].as_array().expect("messages");
-    assert_eq!(messages.len(), 1, "only the new epoch's message: {new_history}");
+    let messages = new_history["payload"]["messages"]
+        .as_array()
+        .expect("messages");
+    assert_eq!(
+        messages.len(),
+        1,
+        "only the new epoch's message: {new_history}"
+    );
     assert_eq!(messages[0]["seq"], 1);
     assert_eq!(messages[0]["epoch"], new_epoch);
 
@@ -82,7 +88,10 @@ async fn a_redis_restarted_without_persistence_gives_the_channel_a_new_epoch() {
     assert_eq!(joined["payload"]["seq"], 1, "{joined}");
     let ack = publish_acked(&mut client, 1000).await;
     assert_eq!(
-        (ack["payload"]["seq"].clone(), ack["payload"]["stored"].clone()),
+        (
+            ack["payload"]["seq"].clone(),
+            ack["payload"]["stored"].clone()
+        ),
         (json!(2), json!(true)),
         "{ack}"
     );

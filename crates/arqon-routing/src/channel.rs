@@ -130,10 +130,7 @@ pub struct Channel {
 
 impl Channel {
     pub(crate) fn new(key: ChannelKey, kind: ChannelKind, mut spec: ChannelSpec) -> Self {
-        let (epoch, last_seq) = spec
-            .restored
-            .take()
-            .unwrap_or_else(|| (fresh_epoch(), 0));
+        let (epoch, last_seq) = spec.restored.take().unwrap_or_else(|| (fresh_epoch(), 0));
         Self {
             key,
             kind,

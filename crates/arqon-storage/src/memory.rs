@@ -251,7 +251,11 @@ impl MemoryStore {
             let freed = match self.ring(&key) {
                 Some(ring) => {
                     let mut ring = lock(&ring);
-                    let freed = if ring.removed { None } else { ring.pop_oldest() };
+                    let freed = if ring.removed {
+                        None
+                    } else {
+                        ring.pop_oldest()
+                    };
                     if let Some(bytes) = freed {
                         self.freed(bytes);
                     }

@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arqon_storage::{HistoryQuery, Persistence, Storage, StorageEvent, StorageMode, Stored};
-use support::{
-    durable_redis_server, entry, eventually, key, open_redis, redis_server, seqs,
-};
+use support::{durable_redis_server, entry, eventually, key, open_redis, redis_server, seqs};
 use tokio::sync::broadcast;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -43,7 +41,10 @@ fn stream_ids(redis: &support::RedisServer, name: &str) -> Vec<u64> {
         .collect()
 }
 
-async fn record_durably(storage: &Storage, entries: impl IntoIterator<Item = arqon_storage::Entry>) {
+async fn record_durably(
+    storage: &Storage,
+    entries: impl IntoIterator<Item = arqon_storage::Entry>,
+) {
     let mut tickets = Vec::new();
     for entry in entries {
         match storage.record(entry, true) {
@@ -52,7 +53,10 @@ async fn record_durably(storage: &Storage, entries: impl IntoIterator<Item = arq
         }
     }
     for ticket in tickets {
-        assert!(tokio::time::timeout(WAIT, ticket.wait()).await.unwrap(), "stored:true");
+        assert!(
+            tokio::time::timeout(WAIT, ticket.wait()).await.unwrap(),
+            "stored:true"
+        );
     }
 }
 
@@ -70,7 +74,10 @@ async fn a_redis_restarted_without_persistence_starts_a_new_epoch() {
     let mut events = storage.events();
     let chat = key("amnesia", "chat");
     record_durably(&storage, (1..=400).map(|seq| entry(&chat, "old", seq))).await;
-    assert_eq!(stream_ids(&redis, "arqonbus:{amnesia:chat}:stream").len(), 400);
+    assert_eq!(
+        stream_ids(&redis, "arqonbus:{amnesia:chat}:stream").len(),
+        400
+    );
 
     redis.kill();
     eventually("degraded", WAIT, || storage.status().degraded).await;
@@ -94,14 +101,25 @@ async fn a_redis_restarted_without_persistence_starts_a_new_epoch() {
 
     // The router starts a new epoch: seq 1 again.
     record_durably(&storage, (1..=3).map(|seq| entry(&chat, "new", seq))).await;
-    assert_eq!(stream_ids(&redis, "arqonbus:{amnesia:chat}:stream"), [1, 2, 3]);
+    assert_eq!(
+        stream_ids(&redis, "arqonbus:{amnesia:chat}:stream"),
+        [1, 2, 3]
+    );
     let meta = redis.hgetall("arqonbus:{amnesia:chat}:meta");
-    assert_eq!((meta["epoch"].as_str(), meta["last_seq"].as_str()), ("new", "3"));
-    let history = storage.history(&chat, &HistoryQuery::newest(50)).await.unwrap();
+    assert_eq!(
+        (meta["epoch"].as_str(), meta["last_seq"].as_str()),
+        ("new", "3")
+    );
+    let history = storage
+        .history(&chat, &HistoryQuery::newest(50))
+        .await
+        .unwrap();
     assert_eq!(seqs(&history), [1, 2, 3]);
-    assert!(history.iter().all(|frame| std::str::from_utf8(frame)
-        .unwrap()
-        .contains(r#""epoch":"new""#)));
+    assert!(history.iter().all(|frame| {
+        std::str::from_utf8(frame)
+            .unwrap()
+            .contains(r#""epoch":"new""#)
+    }));
     let status = storage.status();
     assert_eq!((status.failed, status.buffered), (0, 0), "{status:?}");
 }
@@ -155,7 +173,10 @@ async fn vanished_or_older_keys_are_losses_and_seq_one_resets_the_stream() {
     record_durably(&storage, (1..=2).map(|seq| entry(&chat, "c", seq))).await;
     assert_eq!(stream_ids(&redis, stream), [1, 2]);
     assert_eq!(redis.hgetall(meta)["epoch"], "c");
-    let history = storage.history(&chat, &HistoryQuery::newest(50)).await.unwrap();
+    let history = storage
+        .history(&chat, &HistoryQuery::newest(50))
+        .await
+        .unwrap();
     assert_eq!(seqs(&history), [1, 2]);
 }
 
@@ -196,10 +217,7 @@ async fn persistence_is_detected_at_connection() {
     assert_eq!(storage.status().persistence, Some(Persistence::None));
     drop(storage);
     // Snapshots configured: rdb.
-    assert_eq!(
-        plain.cmd(&["CONFIG", "SET", "save", "3600 1"]).text(),
-        "OK"
-    );
+    assert_eq!(plain.cmd(&["CONFIG", "SET", "save", "3600 1"]).text(), "OK");
     let storage = open_redis(&plain.url(), StorageMode::Degraded).await;
     assert_eq!(storage.status().persistence, Some(Persistence::Rdb));
     drop(storage);

@@ -290,7 +290,9 @@ mod tests {
 
     #[test]
     fn persistence_replies_are_read() {
-        assert!(aof_enabled("# Persistence\r\nloading:0\r\naof_enabled:1\r\n"));
+        assert!(aof_enabled(
+            "# Persistence\r\nloading:0\r\naof_enabled:1\r\n"
+        ));
         assert!(!aof_enabled("# Persistence\r\naof_enabled:0\r\n"));
         assert!(!aof_enabled(""));
         let reply = |save: &str| Value::Array(vec![Value::from("save"), Value::from(save)]);

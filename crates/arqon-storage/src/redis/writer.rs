@@ -340,8 +340,10 @@ impl Writer {
                         lost_now.insert(key, epoch);
                         continue;
                     }
-                    let entries: Vec<&Entry> =
-                        indices.iter().filter_map(|&index| batch[index].entry()).collect();
+                    let entries: Vec<&Entry> = indices
+                        .iter()
+                        .filter_map(|&index| batch[index].entry())
+                        .collect();
                     let first_seq = entries.first().map_or(0, |entry| entry.seq);
                     let last_seq = entries.last().map_or(0, |entry| entry.seq);
                     let confirmed = match self.confirmed.get(&key) {
