@@ -23,9 +23,9 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn next_loss(events: &mut broadcast::Receiver<StorageEvent>) -> StorageEvent {
     tokio::time::timeout(WAIT, async {
         loop {
-            match events.recv().await.expect("event channel open") {
-                event @ StorageEvent::HistoryLost { .. } => return event,
-                _ => {}
+            let event = events.recv().await.expect("event channel open");
+            if let StorageEvent::HistoryLost { .. } = event {
+                return event;
             }
         }
     })
