@@ -115,6 +115,13 @@ struct Lru {
 impl Lru {
     /// Moves `key` to the most recent end.
     fn touch(&mut self, key: &ChannelKey) {
+        if self
+            .ticks
+            .get(key)
+            .is_some_and(|tick| tick + 1 == self.next)
+        {
+            return; // already the most recent: a busy channel costs no tree update
+        }
         let tick = self.next;
         self.next += 1;
         match self.ticks.get_mut(key) {
