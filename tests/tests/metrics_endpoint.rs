@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use arqonbus_tests::{TestServer, envelope, http_get};
 use serde_json::json;
 
-const GAUGES: [&str; 8] = [
+const GAUGES: [&str; 9] = [
     "arqonbus_active_clients",
     "arqonbus_rooms",
     "arqonbus_channels",
@@ -18,6 +18,7 @@ const GAUGES: [&str; 8] = [
     "arqonbus_websocket_connections",
     "arqonbus_telemetry_connections",
     "arqonbus_storage_degraded",
+    "arqonbus_history_memory_bytes",
 ];
 const COUNTERS: [&str; 8] = [
     "arqonbus_messages_sent_total",

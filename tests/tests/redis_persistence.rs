@@ -70,7 +70,7 @@ async fn acked_messages_are_in_their_stream_as_delivered() {
     let status = reader.status().await;
     assert_eq!(
         status["storage"],
-        json!({"backend": "redis", "degraded": false})
+        json!({"backend": "redis", "degraded": false, "memory_bytes": 0, "persistence": "none"})
     );
 }
 
@@ -191,7 +191,9 @@ async fn redis_killed_mid_stream_loses_nothing_acknowledged() {
 
 #[tokio::test]
 async fn strict_mode_refuses_to_start_and_refuses_publishes_while_down() {
-    let Some(mut redis) = redis_server() else {
+    // Durable: restarted without its data, Redis would have lost seq 1, and
+    // seq 2 would rightly not be stored under the old epoch (SPEC §18).
+    let Some(mut redis) = durable_redis_server() else {
         return;
     };
     let url = redis.url();

@@ -45,7 +45,7 @@ use std::sync::Arc;
 
 use arqon_config::{ClusterMode, Config, ConfigError};
 use arqon_storage::cluster::{Cluster, ClusterSettings};
-use arqon_storage::{Storage, StorageError};
+use arqon_storage::{Storage, StorageError, StorageEvent};
 use arqon_telemetry::metrics::{PrometheusHandle, UPKEEP_INTERVAL, run_upkeep};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -246,6 +246,7 @@ impl Server {
                 app.clone(),
                 stop_background.clone(),
             )),
+            tokio::spawn(restart_lost_epochs(app.clone(), stop_background.clone())),
         ];
         if let Some(ttl) = app.config.routing.empty_channel_ttl {
             tokio::spawn(reclaim_idle_channels(
@@ -341,6 +342,35 @@ const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Starts draining and waits for the connections to close, within the
 /// grace period (less a margin for the rest of the shutdown).
+/// Storage found a channel's Redis history gone behind the server's back
+/// (SPEC §18): the channel starts a new epoch, so clients can tell that
+/// history restarted. Each loss is reported until storage stops seeing
+/// entries of the lost epoch; the router acts once per loss.
+async fn restart_lost_epochs(app: Arc<app::App>, stop: CancellationToken) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut events = app.bus.storage().events();
+    loop {
+        let event = tokio::select! {
+            () = stop.cancelled() => return,
+            event = events.recv() => event,
+        };
+        match event {
+            Ok(StorageEvent::HistoryLost { key, epoch }) => {
+                if let Some(fresh) = app.bus.router().restart_epoch(&key, &epoch) {
+                    tracing::warn!(
+                        channel = %key,
+                        lost_epoch = %epoch,
+                        epoch = %fresh,
+                        "channel history lost in Redis: new epoch, seq restarts at 1"
+                    );
+                }
+            }
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
 async fn drain(app: &Arc<app::App>) {
     info!(connections = app.connection_count(), "shutting down");
     app.start_draining();

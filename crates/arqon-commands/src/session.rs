@@ -401,7 +401,7 @@ impl Session {
             self.client.id().as_str(),
             publish.echo,
             open_frame,
-            &channel.epoch(),
+            &channel.epoch_to_start(),
         );
         self.bus.telemetry().record_route(started.elapsed());
         self.bus

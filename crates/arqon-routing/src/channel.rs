@@ -10,6 +10,11 @@ use tokio::time::Instant;
 
 use crate::client::Client;
 
+/// A new random epoch: 16 hex digits.
+pub(crate) fn fresh_epoch() -> Arc<str> {
+    Arc::from(format!("{:016x}", rand::random::<u64>()))
+}
+
 /// `general` channels come and go; `system` channels exist from startup and
 /// cannot be deleted (SPEC §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +76,9 @@ pub(crate) struct Members {
     pub(crate) list: Vec<Arc<Client>>,
     index: HashMap<ClientId, usize>,
     pub(crate) seq: u64,
-    /// The epoch `seq` counts in. Changes only in cluster mode, when Redis
-    /// holds another epoch for the channel.
+    /// The epoch `seq` counts in. Changes in cluster mode, when Redis holds
+    /// another epoch for the channel, and when storage lost the channel's
+    /// history (`Router::restart_epoch`).
     pub(crate) epoch: Arc<str>,
     /// Set when the channel is deleted, under this lock.
     pub(crate) deleted: bool,
@@ -133,10 +139,7 @@ pub struct Channel {
 
 impl Channel {
     pub(crate) fn new(key: ChannelKey, kind: ChannelKind, mut spec: ChannelSpec) -> Self {
-        let (epoch, last_seq) = spec
-            .restored
-            .take()
-            .unwrap_or_else(|| (Arc::from(format!("{:016x}", rand::random::<u64>())), 0));
+        let (epoch, last_seq) = spec.restored.take().unwrap_or_else(|| (fresh_epoch(), 0));
         Self {
             key,
             kind,
@@ -171,6 +174,20 @@ impl Channel {
     /// Redis holds for the channel.
     pub fn epoch(&self) -> Arc<str> {
         self.members().epoch.clone()
+    }
+
+    /// The epoch a new history of this channel starts in when Redis has
+    /// none for it (cluster mode, SPEC §7, §18): the current epoch while no
+    /// `seq` was assigned in it, else a fresh one, so that history lost
+    /// behind the server's back shows as a new epoch rather than `seq`
+    /// going back to 1 under the old one.
+    pub fn epoch_to_start(&self) -> Arc<str> {
+        let members = self.members();
+        if members.seq == 0 {
+            members.epoch.clone()
+        } else {
+            fresh_epoch()
+        }
     }
 
     /// The epoch and the last `seq` assigned, read together.

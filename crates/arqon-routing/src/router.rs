@@ -590,6 +590,24 @@ impl Router {
         delivered
     }
 
+    /// Starts a new epoch for `key` because its history in `lost` vanished
+    /// from storage (SPEC §7, §18: e.g. Redis restarted without
+    /// persistence): a fresh random epoch, `seq` back to 0 so the next
+    /// message is `seq` 1. Does nothing, returning `None`, if the channel
+    /// is gone or no longer in `lost` (already restarted: calling again
+    /// for the same loss is harmless). Returns the new epoch.
+    pub fn restart_epoch(&self, key: &ChannelKey, lost: &str) -> Option<Arc<str>> {
+        let channel = self.channel(key)?;
+        let mut members = channel.members();
+        if members.deleted || *members.epoch != *lost {
+            return None;
+        }
+        let epoch = crate::channel::fresh_epoch();
+        members.epoch = epoch.clone();
+        members.seq = 0;
+        Some(epoch)
+    }
+
     /// Adopts the cluster's epoch and last `seq` for `key` (read from Redis
     /// at a join), unless the channel has seen a later message already.
     pub fn sync_sequence(&self, key: &ChannelKey, epoch: &str, seq: u64) {

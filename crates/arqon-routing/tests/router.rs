@@ -484,6 +484,39 @@ fn restored_channels_continue_their_seq_and_keep_their_epoch() {
     );
 }
 
+/// Storage lost a channel's history (SPEC §18): the channel starts a new
+/// epoch at seq 1, once per loss, and a join reports it.
+#[test]
+fn a_lost_history_restarts_the_epoch_once() {
+    let router = router();
+    let channel = key("lost:chat");
+    router.restore_channel(channel.clone(), "e-old".into(), 400);
+    let member = client();
+    router.join(&member, &channel).expect("join");
+    let publish = |text: &str| {
+        router
+            .publish(Publisher::Member(&member), &channel, message(text), false)
+            .expect("publish")
+    };
+    assert_eq!(publish("a").seq, Some(401));
+    // Not the channel's epoch (already restarted, or never it): nothing.
+    assert_eq!(router.restart_epoch(&channel, "e-other"), None);
+    assert_eq!(router.restart_epoch(&key("lost:none"), "e-old"), None);
+    let fresh = router
+        .restart_epoch(&channel, "e-old")
+        .expect("a new epoch");
+    assert_ne!(&*fresh, "e-old");
+    // The same loss reported again changes nothing.
+    assert_eq!(router.restart_epoch(&channel, "e-old"), None);
+    let delivery = publish("b");
+    assert_eq!(
+        (delivery.seq, delivery.epoch.as_deref()),
+        (Some(1), Some(&*fresh))
+    );
+    let joined = router.join(&client(), &channel).expect("join");
+    assert_eq!((joined.seq, &*joined.epoch), (1, &*fresh));
+}
+
 /// Cluster mode: a `join` or `history` elsewhere on the node may read the
 /// channel's `seq` from Redis before Redis's broadcast of that message has
 /// arrived here. The broadcast must still reach every local member, and the

@@ -42,6 +42,14 @@
 //! - A ticket resolves `true` only after its entry is in its stream.
 //! - History is read from Redis and merged with what is still buffered, so a
 //!   reader sees every delivered message that was not dropped.
+//! - Memory history is bounded per channel in messages and bytes, and in
+//!   total bytes, evicting from the least recently written channel
+//!   ([`StorageStatus::memory_bytes`], SPEC §18); `memory.rs` documents
+//!   its lock discipline (never two locks at once).
+//! - Redis history that vanished behind the server's back (a restart
+//!   without persistence, expired keys) is never papered over under the
+//!   same epoch: its writes stop and [`StorageEvent::HistoryLost`] asks for
+//!   a new epoch, whose first entry (`seq` 1) replaces the old stream.
 //! - No lock is held across an `.await`; all locks here are short.
 //!
 //! `docs/storage.md` describes the Redis layout, the epoch reset rule,
@@ -68,11 +76,11 @@ use tokio::sync::broadcast;
 pub use error::{BackendError, StorageError};
 pub use redis::RedisTuning;
 pub use types::{
-    DegradedReason, Entry, FlushReport, HistoryQuery, RestoredChannel, StorageEvent, StorageStatus,
-    StoreTicket, Stored,
+    DegradedReason, Entry, FlushReport, HistoryQuery, Persistence, RestoredChannel, StorageEvent,
+    StorageStatus, StoreTicket, Stored,
 };
 
-use memory::MemoryStore;
+use memory::{Limits, MemoryStore};
 use redis::RedisStore;
 
 /// Channel history: memory rings or Redis Streams. Cheap to clone; every
@@ -115,7 +123,7 @@ impl Storage {
         tuning: RedisTuning,
     ) -> Result<Storage, StorageError> {
         let backend = match config.backend {
-            StorageBackend::Memory => Backend::Memory(MemoryStore::new(config.history_size)),
+            StorageBackend::Memory => Backend::Memory(MemoryStore::new(Limits::of(config))),
             StorageBackend::Redis => Backend::Redis(RedisStore::open(config, tuning).await?),
         };
         Ok(Storage {
@@ -126,13 +134,23 @@ impl Storage {
         })
     }
 
-    /// Memory storage of `history_size` messages per channel, without a
-    /// configuration (tests, embedders).
+    /// Memory storage of `history_size` messages per channel, with the
+    /// default byte bounds, without a configuration (tests, embedders).
     pub fn in_memory(history_size: usize) -> Storage {
+        Self::in_memory_with(&StorageConfig {
+            history_size,
+            ..StorageConfig::default()
+        })
+    }
+
+    /// Memory storage bounded as `config` says (`history_size`,
+    /// `history_max_bytes`, `history_memory_bytes`), whatever its
+    /// `backend`; synchronous, unlike [`Storage::open`].
+    pub fn in_memory_with(config: &StorageConfig) -> Storage {
         Storage {
             inner: Arc::new(Inner {
-                mode: StorageMode::Degraded,
-                backend: Backend::Memory(MemoryStore::new(history_size)),
+                mode: config.mode,
+                backend: Backend::Memory(MemoryStore::new(Limits::of(config))),
             }),
         }
     }
@@ -167,6 +185,7 @@ impl Storage {
                 arqon_telemetry::metrics::storage_write(
                     arqon_telemetry::metrics::StorageWriteResult::Ok,
                 );
+                arqon_telemetry::metrics::set_history_memory_bytes(memory.bytes());
                 Stored::Durable
             }
             Backend::Redis(redis) => redis.record(entry, want_ticket),
@@ -177,7 +196,10 @@ impl Storage {
     /// the channel's earlier records: they are written first, then deleted.
     pub fn delete(&self, key: &ChannelKey) {
         match &self.inner.backend {
-            Backend::Memory(memory) => memory.delete(key),
+            Backend::Memory(memory) => {
+                memory.delete(key);
+                arqon_telemetry::metrics::set_history_memory_bytes(memory.bytes());
+            }
             Backend::Redis(redis) => redis.delete(key),
         }
     }
@@ -220,7 +242,7 @@ impl Storage {
     /// Health and counters, from atomics: never blocks.
     pub fn status(&self) -> StorageStatus {
         match &self.inner.backend {
-            Backend::Memory(_) => StorageStatus {
+            Backend::Memory(memory) => StorageStatus {
                 backend: StorageBackend::Memory.as_str(),
                 mode: self.inner.mode,
                 degraded: false,
@@ -229,6 +251,8 @@ impl Storage {
                 overflowed: 0,
                 written: 0,
                 failed: 0,
+                memory_bytes: memory.bytes(),
+                persistence: Some(Persistence::None),
             },
             Backend::Redis(redis) => redis.status(),
         }

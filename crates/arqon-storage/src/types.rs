@@ -161,6 +161,38 @@ pub struct StorageStatus {
     /// Entries Redis refused for good (e.g. a key of the wrong type), since
     /// start. Logged, never retried.
     pub failed: u64,
+    /// Bytes of encoded envelopes held in memory for history: the memory
+    /// rings (bounded by `ARQONBUS_HISTORY_MEMORY_BYTES`, SPEC §18), or for
+    /// Redis the entries waiting in the outage buffer.
+    pub memory_bytes: usize,
+    /// Whether history survives a restart of its store (SPEC §18): for
+    /// Redis what `INFO persistence` and `CONFIG GET save` said at the last
+    /// connection; `None` while unknown (never connected, or `CONFIG`
+    /// refused and AOF off). Memory history is [`Persistence::None`].
+    pub persistence: Option<Persistence>,
+}
+
+/// How the history store keeps data across its own restart (SPEC §18).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Persistence {
+    /// Redis append-only file: at most the last fsync interval is lost.
+    Aof,
+    /// Redis RDB snapshots only: everything after the last snapshot is lost.
+    Rdb,
+    /// Nothing survives a restart.
+    None,
+}
+
+impl Persistence {
+    /// `aof`, `rdb` or `none`, as `status.storage.persistence` shows it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Persistence::Aof => "aof",
+            Persistence::Rdb => "rdb",
+            Persistence::None => "none",
+        }
+    }
 }
 
 /// A change of storage health, for telemetry (`storage_degraded`,
@@ -179,6 +211,21 @@ pub enum StorageEvent {
     Recovered {
         /// The backend.
         backend: StorageBackend,
+    },
+    /// The channel's history vanished from Redis behind the server's back
+    /// (its keys were gone, or behind what this process wrote, e.g. Redis
+    /// restarted without persistence) while `epoch` was being written
+    /// (SPEC §18). Entries of `epoch` are no longer written (they would
+    /// leave a history with a hole under an unchanged epoch): the channel
+    /// must start a new epoch at `seq` 1, whose first write replaces what
+    /// is left of the old stream. Sent again for every batch that still
+    /// carries entries of the lost epoch, so a lagging receiver still
+    /// learns of it; act only if the channel is still in `epoch`.
+    HistoryLost {
+        /// The channel.
+        key: ChannelKey,
+        /// The epoch whose history was lost.
+        epoch: Arc<str>,
     },
 }
 

@@ -146,6 +146,11 @@ pub fn describe_all() {
         names::STORAGE_DEGRADED,
         "1 while storage is degraded (Redis unreachable, writes buffered in memory), else 0."
     );
+    describe_gauge!(
+        names::HISTORY_MEMORY_BYTES,
+        Unit::Bytes,
+        "Bytes of encoded envelopes held in memory for channel history (memory rings, or the Redis outage buffer)."
+    );
     describe_counter!(
         names::MESSAGES_SENT_TOTAL,
         Unit::Count,
@@ -330,6 +335,11 @@ pub fn storage_writes(result: StorageWriteResult, count: u64) {
 /// Sets `arqonbus_storage_degraded` to 1 or 0.
 pub fn set_storage_degraded(degraded: bool) {
     gauge!(names::STORAGE_DEGRADED).set(if degraded { 1.0 } else { 0.0 });
+}
+
+/// Sets `arqonbus_history_memory_bytes`.
+pub fn set_history_memory_bytes(bytes: usize) {
+    gauge!(names::HISTORY_MEMORY_BYTES).set(bytes as f64);
 }
 
 /// Records how long command `command` took. A name outside the SPEC §5

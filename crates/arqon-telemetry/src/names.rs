@@ -19,6 +19,8 @@ pub const WEBSOCKET_CONNECTIONS: &str = "arqonbus_websocket_connections";
 pub const TELEMETRY_CONNECTIONS: &str = "arqonbus_telemetry_connections";
 /// 1 while storage is degraded (SPEC §7), else 0.
 pub const STORAGE_DEGRADED: &str = "arqonbus_storage_degraded";
+/// Bytes of encoded envelopes held in memory for history (SPEC §18).
+pub const HISTORY_MEMORY_BYTES: &str = "arqonbus_history_memory_bytes";
 
 // Counters.
 /// Deliveries to clients.
@@ -48,7 +50,7 @@ pub const MESSAGE_ROUTING_SECONDS: &str = "arqonbus_message_routing_seconds";
 pub const COMMAND_DURATION_SECONDS: &str = "arqonbus_command_duration_seconds";
 
 /// Every gauge family.
-pub const GAUGES: [&str; 8] = [
+pub const GAUGES: [&str; 9] = [
     ACTIVE_CLIENTS,
     ROOMS,
     CHANNELS,
@@ -57,6 +59,7 @@ pub const GAUGES: [&str; 8] = [
     WEBSOCKET_CONNECTIONS,
     TELEMETRY_CONNECTIONS,
     STORAGE_DEGRADED,
+    HISTORY_MEMORY_BYTES,
 ];
 
 /// Every counter family.
@@ -133,7 +136,8 @@ mod tests {
     const SPEC: &str = "gauges `arqonbus_active_clients`, `arqonbus_rooms`, `arqonbus_channels`, \
         `arqonbus_uptime_seconds`, `arqonbus_memory_usage_bytes` (RSS), \
         `arqonbus_websocket_connections`, `arqonbus_telemetry_connections`, \
-        `arqonbus_storage_degraded` (0/1); counters `arqonbus_messages_sent_total` \
+        `arqonbus_storage_degraded` (0/1), and from §18 \
+        `arqonbus_history_memory_bytes`; counters `arqonbus_messages_sent_total` \
         (deliveries to clients), `arqonbus_messages_received_total`, \
         `arqonbus_errors_total{code}`, `arqonbus_slow_consumer_total{action}`, \
         `arqonbus_rate_limited_total`, `arqonbus_violations_total`, \
@@ -171,7 +175,7 @@ mod tests {
     #[test]
     fn names_are_exactly_the_spec_families() {
         let families = spec_families();
-        assert_eq!(families.len(), 18);
+        assert_eq!(families.len(), 19);
         let ours: Vec<(&str, &str)> = GAUGES
             .iter()
             .map(|name| ("gauge", *name))

@@ -7,6 +7,7 @@ use arqon_protocol::{ChannelKey, PROTOCOL_VERSION, format_timestamp};
 use arqon_routing::Client;
 use serde_json::{Map, Value, json};
 
+use arqon_storage::Persistence;
 use arqon_storage::cluster::Cluster;
 
 use super::{CommandFuture, Ctx};
@@ -54,7 +55,12 @@ pub(super) fn status(ctx: Ctx<'_>, _args: Args<'_>) -> Result<CommandFuture, Com
             "delivered": stats.delivered.load(Ordering::Relaxed),
             "dropped": stats.dropped.load(Ordering::Relaxed),
         },
-        "storage": {"backend": storage.backend, "degraded": storage.degraded},
+        "storage": {
+            "backend": storage.backend,
+            "degraded": storage.degraded,
+            "memory_bytes": storage.memory_bytes,
+            "persistence": storage.persistence.map(Persistence::as_str),
+        },
     });
     let Some(cluster) = bus.cluster().cloned() else {
         return Ok(Box::pin(std::future::ready(Ok(payload))));

@@ -367,7 +367,11 @@ impl Cluster {
 
     /// Sequences, stores and broadcasts a channel message. `open_frame` is
     /// the envelope JSON without `seq`, `epoch` and its closing brace;
-    /// `epoch` is used if Redis has none for the channel.
+    /// `epoch` is used if Redis has none for the channel (a new channel, or
+    /// one whose keys expired or vanished with a Redis restart): the caller
+    /// passes a fresh epoch unless the channel never assigned a `seq` in
+    /// its current one (`Channel::epoch_to_start` in routing), so that lost
+    /// history starts a new epoch rather than `seq` 1 under the old one.
     ///
     /// The message is queued for Redis when this is called, so one caller's
     /// messages reach Redis in the order of the calls; the returned future

@@ -6,7 +6,8 @@
 //! broken connection fails at once instead of waiting inside the client.
 
 use fred::error::{Error, ErrorKind};
-use fred::prelude::{Builder, Client, ClientLike, Config, EventInterface};
+use fred::prelude::{Builder, Client, ClientLike, Config, EventInterface, Value};
+use fred::types::{ClusterHash, CustomCommand};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -14,7 +15,7 @@ use arqon_config::redact_url;
 
 use crate::error::{BackendError, StorageError};
 use crate::redis::RedisTuning;
-use crate::types::DegradedReason;
+use crate::types::{DegradedReason, Persistence};
 
 /// Parses `url` into a client configuration.
 ///
@@ -134,6 +135,67 @@ fn close_client(client: Client) {
     }
 }
 
+/// How Redis keeps its data across a restart: `aof` when `INFO
+/// persistence` says `aof_enabled:1`, else `rdb` when `CONFIG GET save`
+/// lists snapshot points, else `none`. `None` when it cannot tell (a
+/// managed Redis refusing `CONFIG`, with AOF off; or a failed `INFO`).
+/// In a Redis Cluster this asks one node.
+pub(crate) async fn persistence(client: &Client) -> Option<Persistence> {
+    let info = CustomCommand::new_static("INFO", ClusterHash::Random, false);
+    let info: String = match client
+        .custom::<Value, _>(info, vec![Value::from("persistence")])
+        .await
+        .and_then(Value::convert)
+    {
+        Ok(info) => info,
+        Err(error) => {
+            tracing::debug!(backend = "redis", %error, "INFO persistence failed");
+            return None;
+        }
+    };
+    if aof_enabled(&info) {
+        return Some(Persistence::Aof);
+    }
+    let config = CustomCommand::new_static("CONFIG", ClusterHash::Random, false);
+    match client
+        .custom::<Value, _>(config, vec![Value::from("GET"), Value::from("save")])
+        .await
+    {
+        Ok(reply) => save_points(reply).map(|save| {
+            if save.trim().is_empty() {
+                Persistence::None
+            } else {
+                Persistence::Rdb
+            }
+        }),
+        Err(error) => {
+            tracing::debug!(backend = "redis", %error, "CONFIG GET save refused");
+            None
+        }
+    }
+}
+
+/// Whether an `INFO persistence` text says `aof_enabled:1`.
+fn aof_enabled(info: &str) -> bool {
+    info.lines()
+        .filter_map(|line| line.trim().split_once(':'))
+        .any(|(field, value)| field == "aof_enabled" && value.trim() == "1")
+}
+
+/// The value of `save` in a `CONFIG GET save` reply (`["save", "…"]`, or a
+/// map in RESP3).
+fn save_points(reply: Value) -> Option<String> {
+    match reply {
+        Value::Array(values) => values.into_iter().nth(1)?.convert().ok(),
+        Value::Map(map) => map
+            .inner()
+            .into_iter()
+            .find(|(key, _)| key.as_str().is_some_and(|key| key == "save"))
+            .and_then(|(_, value)| value.convert().ok()),
+        _ => None,
+    }
+}
+
 /// What an error means for the operation that got it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Class {
@@ -224,6 +286,22 @@ mod tests {
         let config =
             client_config("redis-cluster://127.0.0.1:7000,127.0.0.1:7001").expect("parses");
         assert!(config.server.is_clustered());
+    }
+
+    #[test]
+    fn persistence_replies_are_read() {
+        assert!(aof_enabled(
+            "# Persistence\r\nloading:0\r\naof_enabled:1\r\n"
+        ));
+        assert!(!aof_enabled("# Persistence\r\naof_enabled:0\r\n"));
+        assert!(!aof_enabled(""));
+        let reply = |save: &str| Value::Array(vec![Value::from("save"), Value::from(save)]);
+        assert_eq!(save_points(reply("")).as_deref(), Some(""));
+        assert_eq!(
+            save_points(reply("3600 1 300 100")).as_deref(),
+            Some("3600 1 300 100")
+        );
+        assert_eq!(save_points(Value::Null), None);
     }
 
     #[test]

@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{BackendError, StorageError};
 use crate::query::{self, merge};
 use crate::types::{
-    DegradedReason, Entry, FlushReport, HistoryQuery, RestoredChannel, StorageEvent, StorageStatus,
-    Stored,
+    DegradedReason, Entry, FlushReport, HistoryQuery, Persistence, RestoredChannel, StorageEvent,
+    StorageStatus, Stored,
 };
 use shared::Shared;
 
@@ -71,6 +71,29 @@ pub(crate) struct Settings {
     pub(crate) tuning: RedisTuning,
 }
 
+/// Logs what Redis said of its persistence: a warning when it keeps
+/// nothing across a restart (SPEC §18).
+pub(crate) fn warn_about_persistence(persistence: Option<Persistence>) {
+    match persistence {
+        Some(Persistence::None) => tracing::warn!(
+            backend = "redis",
+            persistence = "none",
+            "Redis runs without persistence (no AOF, no RDB snapshots): history is lost \
+             if Redis restarts, and its channels then start a new epoch"
+        ),
+        Some(persistence) => tracing::info!(
+            backend = "redis",
+            persistence = persistence.as_str(),
+            "Redis persistence"
+        ),
+        None => tracing::info!(
+            backend = "redis",
+            persistence = "unknown",
+            "Redis persistence unknown (CONFIG GET save refused)"
+        ),
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct RedisStore {
     shared: Arc<Shared>,
@@ -103,6 +126,9 @@ impl RedisStore {
         let shared = Arc::new(Shared::new(config.mode, config.buffer_messages));
         match conn::connect(&client_config, &settings.tuning).await {
             Ok(link) => {
+                let persistence = conn::persistence(&link.client).await;
+                shared.set_persistence(persistence);
+                warn_about_persistence(persistence);
                 shared.replace_link(Some(link));
                 set_storage_degraded(false);
             }

@@ -7,14 +7,15 @@
 //! and a retried batch is exactly the same operations in the same order.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use arqon_config::{StorageBackend, StorageMode};
 use arqon_protocol::ChannelKey;
 use arqon_telemetry::metrics::{
-    StorageWriteResult, set_storage_degraded, storage_write, storage_writes,
+    StorageWriteResult, set_history_memory_bytes, set_storage_degraded, storage_write,
+    storage_writes,
 };
 use fred::prelude::Client;
 
@@ -23,7 +24,9 @@ use tokio::sync::{Notify, broadcast, oneshot, watch};
 
 use crate::query::{Item, millis};
 use crate::sync::{lock, read, write};
-use crate::types::{DegradedReason, Entry, StorageEvent, StorageStatus, StoreTicket, Stored};
+use crate::types::{
+    DegradedReason, Entry, Persistence, StorageEvent, StorageStatus, StoreTicket, Stored,
+};
 
 /// How often, at most, a buffer overflow is logged.
 const OVERFLOW_LOG_EVERY: Duration = Duration::from_secs(5);
@@ -70,6 +73,8 @@ struct Queue {
     ops: VecDeque<Op>,
     /// `Write` operations in `ops`, the number the bound applies to.
     writes: usize,
+    /// Bytes of the frames of those writes.
+    bytes: usize,
     /// Whether storage is degraded; the authoritative copy, changed only
     /// under this lock so that a ticket is never handed out after the
     /// sweep that fails the outstanding ones.
@@ -101,6 +106,9 @@ pub(crate) enum Outcome {
     Written,
     /// Redis refused it for good; dropped.
     Failed,
+    /// Its epoch's history was lost in Redis: not written, dropped
+    /// (the channel starts a new epoch, see `StorageEvent::HistoryLost`).
+    Lost,
 }
 
 #[derive(Debug)]
@@ -114,6 +122,11 @@ pub(crate) struct Shared {
     pub(crate) hurry: Notify,
     degraded: AtomicBool,
     buffered: AtomicUsize,
+    /// Mirror of `Queue::bytes`, for `status()`.
+    buffered_bytes: AtomicUsize,
+    /// What Redis said of its persistence at the last connection
+    /// (see [`persistence_code`]).
+    persistence: AtomicU8,
     overflowed: AtomicU64,
     written: AtomicU64,
     failed: AtomicU64,
@@ -133,6 +146,8 @@ impl Shared {
             hurry: Notify::new(),
             degraded: AtomicBool::new(false),
             buffered: AtomicUsize::new(0),
+            buffered_bytes: AtomicUsize::new(0),
+            persistence: AtomicU8::new(persistence_code(None)),
             overflowed: AtomicU64::new(0),
             written: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -171,10 +186,14 @@ impl Shared {
             (None, Stored::Buffered)
         };
         let was_empty = queue.ops.is_empty();
+        queue.bytes += entry.frame.len();
         queue.ops.push_back(Op::Write { entry, ticket });
         queue.writes += 1;
         self.buffered.store(queue.writes, Ordering::Relaxed);
+        self.buffered_bytes.store(queue.bytes, Ordering::Relaxed);
+        let bytes = queue.bytes;
         drop(queue);
+        set_history_memory_bytes(bytes);
         if degraded {
             storage_write(StorageWriteResult::Buffered);
         }
@@ -225,16 +244,19 @@ impl Shared {
     pub(crate) fn complete(&self, outcomes: &[Outcome]) {
         let mut written = 0u64;
         let mut failed = 0u64;
+        let mut lost = 0u64;
         let mut tickets = Vec::new();
-        {
+        let bytes = {
             let mut queue = lock(&self.queue);
             for outcome in outcomes {
                 match queue.ops.pop_front() {
-                    Some(Op::Write { ticket, .. }) => {
+                    Some(Op::Write { ticket, entry }) => {
                         queue.writes = queue.writes.saturating_sub(1);
+                        queue.bytes = queue.bytes.saturating_sub(entry.frame.len());
                         match outcome {
                             Outcome::Written => written += 1,
                             Outcome::Failed => failed += 1,
+                            Outcome::Lost => lost += 1,
                         }
                         tickets.extend(ticket.map(|t| (t, *outcome == Outcome::Written)));
                     }
@@ -242,7 +264,10 @@ impl Shared {
                 }
             }
             self.buffered.store(queue.writes, Ordering::Relaxed);
-        }
+            self.buffered_bytes.store(queue.bytes, Ordering::Relaxed);
+            queue.bytes
+        };
+        set_history_memory_bytes(bytes);
         // Counters first: whoever a ticket wakes sees them up to date.
         self.written.fetch_add(written, Ordering::Relaxed);
         self.failed.fetch_add(failed, Ordering::Relaxed);
@@ -251,6 +276,9 @@ impl Shared {
         }
         if failed > 0 {
             storage_writes(StorageWriteResult::Error, failed);
+        }
+        if lost > 0 {
+            storage_writes(StorageWriteResult::Dropped, lost);
         }
         for (ticket, durable) in tickets {
             let _ = ticket.send(durable);
@@ -287,6 +315,24 @@ impl Shared {
             reason,
         });
         true
+    }
+
+    /// Tells whoever listens that `key`'s history in `epoch` was lost in
+    /// Redis, so that the channel starts a new epoch.
+    pub(crate) fn history_lost(&self, key: &ChannelKey, epoch: &Arc<str>) {
+        let _ = self.events.send(StorageEvent::HistoryLost {
+            key: key.clone(),
+            epoch: epoch.clone(),
+        });
+    }
+
+    /// Records what Redis said of its persistence; returns the previous
+    /// value.
+    pub(crate) fn set_persistence(&self, persistence: Option<Persistence>) -> Option<Persistence> {
+        let previous = self
+            .persistence
+            .swap(persistence_code(persistence), Ordering::Relaxed);
+        persistence_of(previous)
     }
 
     /// Leaves degraded mode.
@@ -362,6 +408,8 @@ impl Shared {
             overflowed: self.overflowed(),
             written: self.written(),
             failed: self.failed.load(Ordering::Relaxed),
+            memory_bytes: self.buffered_bytes.load(Ordering::Relaxed),
+            persistence: persistence_of(self.persistence.load(Ordering::Relaxed)),
         }
     }
 
@@ -427,6 +475,24 @@ impl Queue {
         } else {
             None
         }
+    }
+}
+
+const fn persistence_code(persistence: Option<Persistence>) -> u8 {
+    match persistence {
+        None => 0,
+        Some(Persistence::Aof) => 1,
+        Some(Persistence::Rdb) => 2,
+        Some(Persistence::None) => 3,
+    }
+}
+
+const fn persistence_of(code: u8) -> Option<Persistence> {
+    match code {
+        1 => Some(Persistence::Aof),
+        2 => Some(Persistence::Rdb),
+        3 => Some(Persistence::None),
+        _ => None,
     }
 }
 

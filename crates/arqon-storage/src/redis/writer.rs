@@ -1,22 +1,34 @@
 //! The writer task: drains the pending buffer into Redis, one pipeline per
 //! batch, and owns reconnection.
 //!
-//! Per batch (up to `batch_size` operations, in buffer order):
-//! 1. channels whose Redis epoch this process has not seen yet get one
-//!    `HGET meta epoch` each, in one pipeline;
-//! 2. one pipeline carries, in order: for a channel whose Redis epoch
-//!    differs from the entry's (or is absent), `DEL stream meta` (the reset
-//!    rule); per channel (between deletes) one `EVAL` of [`APPEND_SCRIPT`]
-//!    with its run of entries: every `XADD … <seq>-0`, then `HSET meta epoch
-//!    E last_seq S` and `EXPIRE`/`PERSIST` of both keys; every `DEL` of a
-//!    deleted channel in its place.
+//! Per batch (up to `batch_size` operations, in buffer order), one
+//! pipeline carries, in order: per channel (between deletes) one `EVAL` of
+//! [`APPEND_SCRIPT`] with its run of entries; every `DEL` of a deleted
+//! channel in its place. The script checks the channel's meta hash first
+//! (the reset rule and the loss rule, below), then runs every `XADD …
+//! <seq>-0`, `HSET meta epoch E last_seq S` and `EXPIRE`/`PERSIST` of both
+//! keys.
+//!
+//! - **Reset**: a run that starts at `seq` 1 in an epoch the meta hash does
+//!   not hold (or with no meta hash) starts the channel over: `DEL stream
+//!   meta`, then the entries. Stale entries of an older epoch never mix
+//!   with the new one, and stream ids stay increasing.
+//! - **Loss** (SPEC §18): a run that starts after `seq` 1 while the meta
+//!   hash is missing or holds another epoch, or holds this epoch with a
+//!   `last_seq` below what this process already confirmed written, finds
+//!   history that vanished behind the server's back (Redis restarted
+//!   without persistence, keys expired). Nothing is written: the entries
+//!   are dropped ([`Outcome::Lost`]) and [`StorageEvent::HistoryLost`]
+//!   asks for a new epoch, whose `seq` 1 then resets the stream. Later
+//!   entries of the lost epoch are dropped without a round trip.
 //!
 //! Every command is idempotent given the order, so a batch that fails
 //! half-way is simply sent again: an `XADD` whose id is not above the
-//! stream's top was written by the earlier attempt and counts as success.
-//! What this process knows of Redis epochs is updated only after a batch is
-//! confirmed, so a retried reset deletes again rather than appending to a
-//! stale stream.
+//! stream's top was written by an earlier attempt and counts as success,
+//! and a retried reset finds its own epoch in the meta hash and does not
+//! delete again.
+//!
+//! [`StorageEvent::HistoryLost`]: crate::StorageEvent::HistoryLost
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,17 +36,17 @@ use std::time::Duration;
 
 use arqon_protocol::ChannelKey;
 use fred::error::Error;
-use fred::prelude::{Client, ClientLike, HashesInterface, KeysInterface, Value};
+use fred::prelude::{Client, ClientLike, KeysInterface, Value};
 use fred::types::Key;
 use fred::types::{ClusterHash, CustomCommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::query::millis;
 use crate::redis::conn::{self, Class, classify};
-use crate::redis::keys::{FIELD_EPOCH, entry_id, meta_key, stream_key};
+use crate::redis::keys::{entry_id, meta_key, stream_key};
 use crate::redis::shared::{BatchOp, Outcome, Shared};
 use crate::redis::{RedisTuning, Settings};
-use crate::types::DegradedReason;
+use crate::types::{DegradedReason, Entry};
 
 /// A batch that must be retried after reconnecting.
 #[derive(Debug)]
@@ -46,23 +58,45 @@ struct Failure {
 /// Who a pipelined command belongs to.
 #[derive(Debug, Clone)]
 enum Owner {
-    /// The batch operation at this index.
+    /// The batch operation at this index (a delete).
     Op(usize),
-    /// The batch operations at these indices (one channel's run of writes).
-    Ops(Vec<usize>),
-    /// Bookkeeping (reset, meta, TTL) of this channel.
-    Channel(ChannelKey),
+    /// One channel's run of writes in one epoch: the batch operations at
+    /// these indices, the last one's `seq`.
+    Run {
+        key: ChannelKey,
+        epoch: Arc<str>,
+        indices: Vec<usize>,
+        last_seq: u64,
+    },
 }
 
 /// Appends one channel's run of entries (KEYS: stream, meta; ARGV: maxlen,
-/// epoch, last seq, TTL seconds or 0, then id, envelope, ts per entry),
-/// then updates the meta hash and the keys' TTL: one command per channel
-/// per batch instead of one per entry. An entry whose id is not above the
+/// epoch, last seq, TTL seconds or 0, first seq, confirmed seq, then id,
+/// envelope, ts per entry), then updates the meta hash and the keys' TTL:
+/// one command per channel per batch instead of one per entry.
+///
+/// First the meta hash is checked (see the module docs): another epoch or
+/// none, with a run starting at `seq` 1, resets both keys; with a run
+/// starting later, or this epoch with `last_seq` below the confirmed seq
+/// (ARGV[6], 0 when unknown), the history was lost: returns 0 and writes
+/// nothing. Otherwise returns 1. An entry whose id is not above the
 /// stream's top was written by an earlier attempt and is skipped; any other
 /// error is returned as it is, after the entries before it.
-const APPEND_SCRIPT: &str = r"
+pub(crate) const APPEND_SCRIPT: &str = r"
+local current = redis.pcall('HGET', KEYS[2], 'epoch')
+if type(current) == 'table' then
+  current = false
+end
+if current ~= ARGV[2] then
+  if ARGV[5] ~= '1' then
+    return 0
+  end
+  redis.call('DEL', KEYS[1], KEYS[2])
+elseif (tonumber(redis.call('HGET', KEYS[2], 'last_seq') or '0') or 0) < tonumber(ARGV[6]) then
+  return 0
+end
 local ttl = tonumber(ARGV[4])
-for i = 5, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
   local reply = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[i], 'envelope', ARGV[i + 1], 'ts', ARGV[i + 2])
   if type(reply) == 'table' and reply.err and not string.find(reply.err, 'equal or smaller', 1, true) then
     return reply
@@ -119,9 +153,14 @@ pub(crate) struct Writer {
     settings: Settings,
     config: fred::prelude::Config,
     cancel: CancellationToken,
-    /// The epoch of each channel's meta hash in Redis, as far as this
-    /// process has confirmed it.
-    known: HashMap<ChannelKey, Arc<str>>,
+    /// Per channel, its epoch and the highest `seq` Redis confirmed
+    /// written in it: Redis holding less means history was lost. Kept
+    /// across reconnections (that is when a loss shows); forgotten on
+    /// delete.
+    confirmed: HashMap<ChannelKey, (Arc<str>, u64)>,
+    /// Per channel, an epoch whose history was lost: its further entries
+    /// are dropped without a round trip.
+    lost: HashMap<ChannelKey, Arc<str>>,
     /// Consecutive failures, for the backoff.
     failures: u32,
 }
@@ -138,7 +177,8 @@ impl Writer {
             settings,
             config,
             cancel,
-            known: HashMap::new(),
+            confirmed: HashMap::new(),
+            lost: HashMap::new(),
             failures: 0,
         }
     }
@@ -243,12 +283,14 @@ impl Writer {
         }
         match conn::connect(&self.config, &self.settings.tuning).await {
             Ok(link) => {
+                // Redis may have restarted with another configuration.
+                let persistence = conn::persistence(&link.client).await;
+                if self.shared.set_persistence(persistence) != persistence {
+                    super::warn_about_persistence(persistence);
+                }
                 if let Some(old) = self.shared.replace_link(Some(link)) {
                     conn::close(old);
                 }
-                // Redis may have lost data or changed meanwhile (a restart
-                // without persistence, another writer): check epochs again.
-                self.known.clear();
                 self.shared.set_recovered();
                 tracing::info!(
                     backend = "redis",
@@ -273,10 +315,12 @@ impl Writer {
 
     /// Writes one batch. `Ok` holds one outcome per operation.
     async fn write(&mut self, client: &Client, batch: &[BatchOp]) -> Result<Vec<Outcome>, Failure> {
-        let mut state = self.redis_epochs(client, batch).await?;
         let settings = &self.settings;
         let pipeline = client.pipeline();
-        let mut owners: Vec<Owner> = Vec::with_capacity(batch.len() + 8);
+        let mut owners: Vec<Owner> = Vec::with_capacity(batch.len());
+        let mut outcomes = vec![Outcome::Written; batch.len()];
+        // Channels whose epoch is (found) lost in this batch.
+        let mut lost_now: HashMap<ChannelKey, Arc<str>> = HashMap::new();
 
         let queued: Result<(), Error> = async {
             // Segments end at each delete, so that a channel's writes and
@@ -289,35 +333,37 @@ impl Writer {
                     .position(|op| matches!(op, BatchOp::Delete(_)))
                     .map_or(batch.len(), |at| start + at);
                 for (key, epoch, indices) in channel_runs(&batch[start..end], start) {
+                    if self.lost.get(&key) == Some(&epoch) {
+                        for &index in &indices {
+                            outcomes[index] = Outcome::Lost;
+                        }
+                        lost_now.insert(key, epoch);
+                        continue;
+                    }
+                    let entries: Vec<&Entry> = indices
+                        .iter()
+                        .filter_map(|&index| batch[index].entry())
+                        .collect();
+                    let first_seq = entries.first().map_or(0, |entry| entry.seq);
+                    let last_seq = entries.last().map_or(0, |entry| entry.seq);
+                    let confirmed = match self.confirmed.get(&key) {
+                        Some((known, seq)) if *known == epoch => *seq,
+                        _ => 0,
+                    };
                     let stream = stream_key(&key);
                     let meta = meta_key(&key);
-                    let current = state.get(&key).cloned().flatten();
-                    if current.as_deref() != Some(&*epoch) {
-                        // The reset rule: another epoch's history (or
-                        // none) is there; start the channel over.
-                        pipeline
-                            .del::<(), _>(vec![
-                                Key::from(stream.as_str()),
-                                Key::from(meta.as_str()),
-                            ])
-                            .await?;
-                        owners.push(Owner::Channel(key.clone()));
-                        state.insert(key.clone(), Some(epoch.clone()));
-                    }
-                    let mut args: Vec<Value> = Vec::with_capacity(8 + 3 * indices.len());
+                    let mut args: Vec<Value> = Vec::with_capacity(9 + 3 * entries.len());
                     args.push(Value::from(APPEND_SCRIPT));
                     args.push(Value::Integer(2));
                     args.push(Value::from(stream.as_str()));
                     args.push(Value::from(meta.as_str()));
-                    let last_seq = indices
-                        .last()
-                        .and_then(|&index| batch[index].entry())
-                        .map_or(0, |entry| entry.seq);
                     args.push(Value::Integer(settings.stream_maxlen));
                     args.push(Value::from(&*epoch));
                     args.push(Value::Integer(i64::try_from(last_seq).unwrap_or(i64::MAX)));
                     args.push(Value::Integer(settings.ttl_secs.unwrap_or(0)));
-                    for entry in indices.iter().filter_map(|&index| batch[index].entry()) {
+                    args.push(Value::Integer(i64::try_from(first_seq).unwrap_or(i64::MAX)));
+                    args.push(Value::Integer(i64::try_from(confirmed).unwrap_or(i64::MAX)));
+                    for entry in entries {
                         args.push(Value::from(entry_id(entry.seq)));
                         args.push(Value::Bytes(entry.frame.clone()));
                         args.push(Value::Integer(millis(entry.at)));
@@ -326,14 +372,18 @@ impl Writer {
                     // scripting interface. The cluster slot is the first key's.
                     let eval = CustomCommand::new_static("EVAL", ClusterHash::Offset(2), false);
                     pipeline.custom::<(), _>(eval, args).await?;
-                    owners.push(Owner::Ops(indices));
+                    owners.push(Owner::Run {
+                        key,
+                        epoch,
+                        indices,
+                        last_seq,
+                    });
                 }
                 if let Some(BatchOp::Delete(key)) = batch.get(end) {
                     pipeline
                         .del::<(), _>(vec![Key::from(stream_key(key)), Key::from(meta_key(key))])
                         .await?;
                     owners.push(Owner::Op(end));
-                    state.insert(key.clone(), None);
                 }
                 start = end + 1;
             }
@@ -345,34 +395,61 @@ impl Writer {
             tracing::error!(backend = "redis", %error, "cannot encode a storage batch; dropping it");
             return Ok(vec![Outcome::Failed; batch.len()]);
         }
-        let results = pipeline.try_all::<Value>().await;
-        let mut outcomes = vec![Outcome::Written; batch.len()];
+        let results = if owners.is_empty() {
+            Vec::new()
+        } else {
+            pipeline.try_all::<Value>().await
+        };
         if results.len() != owners.len() {
             return Err(whole_pipeline_failed(results));
         }
         let mut refused = 0usize;
-        for (result, owner) in results.into_iter().zip(&owners) {
-            let Err(error) = result else { continue };
+        // What Redis confirmed, applied once the whole batch is known good.
+        let mut confirmed: Vec<(ChannelKey, Arc<str>, u64)> = Vec::new();
+        let mut deleted: Vec<ChannelKey> = Vec::new();
+        for (result, owner) in results.into_iter().zip(owners) {
+            let error = match result {
+                Ok(reply) => {
+                    match owner {
+                        Owner::Run {
+                            key,
+                            epoch,
+                            indices,
+                            ..
+                        } if matches!(reply, Value::Integer(0)) => {
+                            for index in indices {
+                                outcomes[index] = Outcome::Lost;
+                            }
+                            lost_now.insert(key, epoch);
+                        }
+                        Owner::Run {
+                            key,
+                            epoch,
+                            last_seq,
+                            ..
+                        } => confirmed.push((key, epoch, last_seq)),
+                        Owner::Op(index) => deleted.push(batch[index].key().clone()),
+                    }
+                    continue;
+                }
+                Err(error) => error,
+            };
             match classify(&error) {
                 Class::Duplicate => {}
                 Class::Retry(reason) => return Err(Failure { reason, error }),
                 Class::Refused => {
                     refused += 1;
-                    let channel = match owner {
+                    let channel = match &owner {
                         Owner::Op(index) => {
                             outcomes[*index] = Outcome::Failed;
                             batch[*index].key()
                         }
-                        Owner::Ops(indices) => {
+                        Owner::Run { key, indices, .. } => {
                             for &index in indices {
                                 outcomes[index] = Outcome::Failed;
                             }
-                            indices
-                                .first()
-                                .map_or(&batch[0], |&index| &batch[index])
-                                .key()
+                            key
                         }
-                        Owner::Channel(key) => key,
                     };
                     if refused == 1 {
                         tracing::error!(
@@ -385,74 +462,44 @@ impl Writer {
                 }
             }
         }
-        for (key, epoch) in state {
-            match epoch {
-                Some(epoch) => {
-                    self.known.insert(key, epoch);
-                }
-                None => {
-                    self.known.remove(&key);
+        for (key, epoch, seq) in confirmed {
+            if self.lost.get(&key).is_some_and(|lost| *lost != epoch) {
+                self.lost.remove(&key);
+            }
+            match self.confirmed.get_mut(&key) {
+                Some((known, known_seq)) if *known == epoch => *known_seq = (*known_seq).max(seq),
+                _ => {
+                    self.confirmed.insert(key, (epoch, seq));
                 }
             }
+        }
+        for key in deleted {
+            self.confirmed.remove(&key);
+            self.lost.remove(&key);
+        }
+        for (key, epoch) in lost_now {
+            let dropped = outcomes
+                .iter()
+                .zip(batch)
+                .filter(|(outcome, op)| {
+                    **outcome == Outcome::Lost && op.entry().is_some_and(|entry| entry.key == key)
+                })
+                .count();
+            if self.lost.get(&key) != Some(&epoch) {
+                tracing::warn!(
+                    backend = "redis",
+                    channel = %key,
+                    epoch = %epoch,
+                    dropped,
+                    "channel history lost in Redis (keys gone or behind what was written: \
+                     a restart without persistence, or expiry); the channel starts a new epoch"
+                );
+                self.confirmed.remove(&key);
+                self.lost.insert(key.clone(), epoch.clone());
+            }
+            self.shared.history_lost(&key, &epoch);
         }
         Ok(outcomes)
-    }
-
-    /// The Redis epoch of every channel of `batch`: what this process knows,
-    /// and for the others one `HGET` each, pipelined. `None` = no meta hash
-    /// (or an unreadable one).
-    async fn redis_epochs(
-        &self,
-        client: &Client,
-        batch: &[BatchOp],
-    ) -> Result<HashMap<ChannelKey, Option<Arc<str>>>, Failure> {
-        let mut state: HashMap<ChannelKey, Option<Arc<str>>> = HashMap::new();
-        let mut unknown: Vec<ChannelKey> = Vec::new();
-        for op in batch {
-            let key = op.key();
-            if state.contains_key(key) || unknown.contains(key) {
-                continue;
-            }
-            match self.known.get(key) {
-                Some(epoch) => {
-                    state.insert(key.clone(), Some(epoch.clone()));
-                }
-                // A channel deleted before any write in this batch needs no
-                // lookup: the delete decides.
-                None if matches!(op, BatchOp::Delete(_)) => {
-                    state.insert(key.clone(), None);
-                }
-                None => unknown.push(key.clone()),
-            }
-        }
-        if unknown.is_empty() {
-            return Ok(state);
-        }
-        let pipeline = client.pipeline();
-        for key in &unknown {
-            if let Err(error) = pipeline.hget::<(), _, _>(meta_key(key), FIELD_EPOCH).await {
-                return Err(Failure {
-                    reason: DegradedReason::ServerError,
-                    error,
-                });
-            }
-        }
-        let results = pipeline.try_all::<Option<String>>().await;
-        if results.len() != unknown.len() {
-            return Err(whole_pipeline_failed(results));
-        }
-        for (key, result) in unknown.into_iter().zip(results) {
-            let epoch = match result {
-                Ok(epoch) => epoch.map(Arc::from),
-                Err(error) => match classify(&error) {
-                    Class::Retry(reason) => return Err(Failure { reason, error }),
-                    // Not a hash: reset it.
-                    Class::Duplicate | Class::Refused => None,
-                },
-            };
-            state.insert(key, epoch);
-        }
-        Ok(state)
     }
 }
 
