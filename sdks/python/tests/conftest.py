@@ -4,6 +4,7 @@ pending, an exception nobody retrieved, a failing callback...)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import uuid
@@ -13,12 +14,14 @@ from contextlib import AsyncExitStack
 import pytest
 
 import arqonbus
-from arqonbus import ArqonBus
+from arqonbus import ArqonBus, ReconnectPolicy
 
 from .servers import BusServer, RedisServer, server_binary
 
 #: Bound of every wait for something from the server.
 WAIT = 5.0
+#: A reconnect policy for tests: quick attempts.
+FAST = ReconnectPolicy(initial_delay=0.05, max_delay=0.5)
 
 
 class _ErrorLogs(logging.Handler):
@@ -161,3 +164,14 @@ async def nothing_more(sub: arqonbus.Subscription, wait: float = 0.3) -> None:
     with pytest.raises(TimeoutError):
         event = await sub.get(wait)
         pytest.fail(f"unexpected event {event!r}")
+
+
+async def wait_for_event(events: list[arqonbus.BusEvent], kind: type, count: int = 1) -> None:
+    """Waits until ``events`` (filled by an ``on_event`` callback) holds
+    ``count`` events of type ``kind``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while sum(isinstance(e, kind) for e in events) < count:
+        if loop.time() > deadline:
+            pytest.fail(f"no {kind.__name__} event (count {count}) in {WAIT} s: {events}")
+        await asyncio.sleep(0.02)

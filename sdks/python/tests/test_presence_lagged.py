@@ -9,9 +9,8 @@ import pytest
 import arqonbus
 from arqonbus import ArqonBus, Gap, Lagged, Message, Presence, UnknownCommand
 
-from .conftest import WAIT, Connect, StartServer, messages, nothing_more
+from .conftest import FAST, WAIT, Connect, StartServer, messages, nothing_more, wait_for_event
 from .servers import BusServer
-from .test_reconnect import FAST, wait_for_event
 
 
 async def require_presence(bus: ArqonBus, room: str, channel: str) -> None:

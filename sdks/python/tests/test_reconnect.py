@@ -24,19 +24,7 @@ from arqonbus import (
     Resynced,
 )
 
-from .conftest import WAIT, Connect, StartServer, messages, nothing_more
-
-FAST = ReconnectPolicy(initial_delay=0.05, max_delay=0.5)
-
-
-async def wait_for_event(events: list[arqonbus.BusEvent], kind: type, count: int = 1) -> None:
-    """Waits until ``events`` holds ``count`` events of type ``kind``."""
-    deadline = asyncio.get_running_loop().time() + WAIT
-    while sum(isinstance(e, kind) for e in events) < count:
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"no {kind.__name__} event (count {count}) in {WAIT} s: {events}")
-        await asyncio.sleep(0.02)
-
+from .conftest import FAST, WAIT, Connect, StartServer, messages, nothing_more, wait_for_event
 
 async def test_exactly_once_across_a_restart_with_redis(
     start_server: StartServer, redis_url: str, clients: Connect, room: str

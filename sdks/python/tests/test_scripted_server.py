@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 import arqonbus
@@ -267,3 +268,13 @@ async def test_join_returns_before_recovered_messages_fit_the_queue() -> None:
     async with scripted_server(script) as url, ArqonBus(url, queue_size=2) as bus:
         sub = await bus.join("r", "c", recover=arqonbus.Position(0, EPOCH), timeout=WAIT)
         assert [m.seq for m in await messages(sub, 6)] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_operator_close_code_stops_the_client() -> None:
+    async def script(peer: Peer) -> None:
+        await peer.ws.close(4003, "disconnected by an operator")
+
+    policy = ReconnectPolicy(initial_delay=0.01, max_delay=0.05)
+    async with scripted_server(script) as url, ArqonBus(url, reconnect=policy) as bus:
+        with pytest.raises(arqonbus.DisconnectedByOperator):
+            await asyncio.wait_for(bus.wait_closed(), WAIT)

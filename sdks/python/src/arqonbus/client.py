@@ -33,6 +33,7 @@ from .errors import (
     ClientClosed,
     ConnectFailed,
     ConnectionLost,
+    DisconnectedByOperator,
     HandshakeRefused,
     ProtocolError,
     ReconnectFailed,
@@ -76,8 +77,11 @@ log = logging.getLogger("arqonbus")
 
 #: Where the server listens by default (SPEC §1).
 DEFAULT_URL = "ws://127.0.0.1:9100/"
-#: Close code of a connection replaced by a newer one with the same identity.
+#: Close codes after which reconnecting would undo what the server meant:
+#: replaced by a newer connection with the same identity, disconnected by
+#: an operator.
 CLOSE_REPLACED = 4000
+CLOSE_OPERATOR = 4003
 #: ``client_id``s remembered to recognise this client's own messages in
 #: replayed history (one per connection).
 OWN_IDS_KEPT = 64
@@ -183,7 +187,9 @@ class ArqonBus:
     :class:`~arqonbus.types.Gap`. The client stops for good when the
     server refuses the upgrade with 400/401/403
     (:class:`~arqonbus.errors.HandshakeRefused`), replaces the connection
-    (close 4000, :class:`~arqonbus.errors.Replaced`), or the policy's
+    (close 4000, :class:`~arqonbus.errors.Replaced`), an operator
+    disconnects it (close 4003,
+    :class:`~arqonbus.errors.DisconnectedByOperator`), or the policy's
     ``max_attempts`` run out; that error is then raised by pending and
     later calls, by subscriptions and by :meth:`wait_closed`.
 
@@ -804,6 +810,8 @@ class ArqonBus:
                 fatal: ArqonBusError | None = None
                 if code == CLOSE_REPLACED:
                     fatal = Replaced(f"replaced by a newer connection: {reason}")
+                elif code == CLOSE_OPERATOR:
+                    fatal = DisconnectedByOperator(f"disconnected by an operator: {reason}")
                 elif not self._reconnect.enabled:
                     fatal = ConnectionLost(f"connection lost ({reason}); reconnect is disabled")
                 self._on_disconnect(reason)

@@ -27,6 +27,7 @@ __all__ = [
     "ClientClosed",
     "ConnectFailed",
     "ConnectionLost",
+    "DisconnectedByOperator",
     "Forbidden",
     "HandshakeRefused",
     "InternalError",
@@ -343,6 +344,11 @@ class ConnectionLost(ArqonBusError):
 class Replaced(ArqonBusError):
     """The server closed with 4000: a newer connection with the same
     identity (JWT ``sub``) replaced this one. The client does not reconnect."""
+
+
+class DisconnectedByOperator(ArqonBusError):
+    """The server closed with 4003: an operator disconnected this client
+    (SPEC §17 ``/api/disconnect``). The client does not reconnect."""
 
 
 class ReconnectFailed(ArqonBusError):
