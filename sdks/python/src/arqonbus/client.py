@@ -827,6 +827,8 @@ class ArqonBus:
             self._finalize(exc)
         except Exception as exc:
             log.exception("the ArqonBus connection task failed")
+            if self._ws is not None:
+                self._ws.transport.abort()
             self._finalize(exc)
 
     async def _serve(self, ws: ClientConnection) -> tuple[int | None, str]:
@@ -863,10 +865,10 @@ class ArqonBus:
                 if exc.permanent:
                     raise
                 last_error = exc
-            except ConnectFailed as exc:
+            except ArqonBusError as exc:  # unreachable, or no welcome frame
                 last_error = exc
             except Exception as exc:  # the token callable failed
-                log.warning("token callable failed: %r", exc)
+                log.warning("the token callable failed: %r", exc)
                 last_error = exc
             else:
                 return ws, welcome, attempt
