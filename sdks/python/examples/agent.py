@@ -42,6 +42,8 @@ async def answer_channel(bus: ArqonBus, sub: Subscription, name: str) -> None:
             # Ignore its own echoes and other agents' answers (no loops).
             if event.sender == bus.client_id or "in_reply_to" in event.payload:
                 continue
+            # Only live questions: what was said while it was away (replayed
+            # after a reconnect) has probably been answered by someone else.
             if isinstance(text, str) and not event.replayed:
                 reply = {"text": think(name, text), "in_reply_to": event.id}
                 await bus.publish(sub.room, sub.channel, reply, ack=True)
