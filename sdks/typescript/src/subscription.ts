@@ -162,6 +162,8 @@ export class ManagedSubscription<P = JsonObject> implements Subscription<P> {
   readonly #iterators = new Set<MessageQueue<ChannelMessage<P>>>();
   readonly #recent: RecentSeqs | null;
   #refilling = false;
+  /** The first dropped seq of notices not yet refilled. */
+  #refillFrom: number | null = null;
   #clientDrops: { count: number; first: number | null } | null = null;
 
   constructor(host: SubscriptionHost, room: string, channel: string, presence: boolean, settings: SubscriptionSettings) {
@@ -331,11 +333,7 @@ export class ManagedSubscription<P = JsonObject> implements Subscription<P> {
   _onLagged(dropped: number, firstDroppedSeq: number | null): void {
     if (this.#state === 'ended') return;
     const refilling =
-      this.#settings.refillOnLag &&
-      firstDroppedSeq !== null &&
-      this.#resync === null &&
-      !this.#refilling &&
-      this.#epoch !== undefined;
+      this.#settings.refillOnLag && firstDroppedSeq !== null && this.#resync === null && this.#epoch !== undefined;
     this.#events.emit('lagged', {
       room: this.room,
       channel: this.channel,
@@ -344,17 +342,15 @@ export class ManagedSubscription<P = JsonObject> implements Subscription<P> {
       firstDroppedSeq,
       refilling,
     });
-    if (refilling && firstDroppedSeq !== null) {
-      this.#refilling = true;
-      void this.#refill(firstDroppedSeq, this.#lastSeq, this.#host.generation()).finally(() => {
-        this.#refilling = false;
-      });
-    }
+    if (!refilling || firstDroppedSeq === null) return;
+    this.#refillFrom = Math.min(this.#refillFrom ?? Number.POSITIVE_INFINITY, firstDroppedSeq);
+    if (!this.#refilling) void this.#runRefills();
   }
 
   /** The connection dropped: a gap fill in progress starts over after the re-join. */
   _onDisconnect(): void {
     this.#resync = null;
+    this.#refillFrom = null;
   }
 
   /** Ends the subscription: listeners get `removed`, iterators finish. */
@@ -517,6 +513,20 @@ export class ManagedSubscription<P = JsonObject> implements Subscription<P> {
     this.#resync = null;
     if (resync === null) return;
     for (const envelope of resync.buffer) this.#deliverLive(envelope);
+  }
+
+  /** Runs refills until no notice is waiting (a notice during a refill queues another pass). */
+  async #runRefills(): Promise<void> {
+    this.#refilling = true;
+    try {
+      while (this.#refillFrom !== null && !this.#isEnded()) {
+        const from = this.#refillFrom;
+        this.#refillFrom = null;
+        await this.#refill(from, this.#lastSeq, this.#host.generation());
+      }
+    } finally {
+      this.#refilling = false;
+    }
   }
 
   /** After a §16 notice: fetches the dropped messages, delivering those not seen. */

@@ -195,12 +195,15 @@ function redisPing(port: number): Promise<boolean> {
 /**
  * A TCP proxy in front of the server: `cut()` drops every connection
  * through it and refuses new ones until `restore()`, so a test decides
- * when a client is away and when it may come back.
+ * when a client is away and when it may come back; `pause()` stops
+ * reading from the server, so the client looks like a slow consumer.
  */
 export class TcpProxy {
   readonly #server: Server;
   readonly #sockets = new Set<Socket>();
+  readonly #upstreams = new Set<Socket>();
   #open = true;
+  #paused = false;
   port = 0;
 
   private constructor(readonly targetPort: number) {
@@ -212,17 +215,39 @@ export class TcpProxy {
       const upstream = createConnection({ host: '127.0.0.1', port: this.targetPort });
       this.#sockets.add(client);
       this.#sockets.add(upstream);
+      this.#upstreams.add(upstream);
       const end = (): void => {
         client.destroy();
         upstream.destroy();
         this.#sockets.delete(client);
         this.#sockets.delete(upstream);
+        this.#upstreams.delete(upstream);
       };
       client.on('error', end).on('close', end);
       upstream.on('error', end).on('close', end);
       client.pipe(upstream);
-      upstream.pipe(client);
+      // Server to client by hand, so that pause() is not undone by a pipe.
+      upstream.on('data', (chunk: Buffer) => {
+        if (!client.write(chunk) && !this.#paused) {
+          upstream.pause();
+          client.once('drain', () => {
+            if (!this.#paused) upstream.resume();
+          });
+        }
+      });
+      if (this.#paused) upstream.pause();
     });
+  }
+
+  /** Stops reading from the server on every connection. */
+  pause(): void {
+    this.#paused = true;
+    for (const upstream of this.#upstreams) upstream.pause();
+  }
+
+  resume(): void {
+    this.#paused = false;
+    for (const upstream of this.#upstreams) upstream.resume();
   }
 
   static async start(targetPort: number): Promise<TcpProxy> {

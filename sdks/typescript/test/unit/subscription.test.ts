@@ -236,6 +236,44 @@ describe('server notices', () => {
     assert.deepEqual(history.map((e) => [e.args?.['after_seq'], e.args?.['limit']]), [[2, 4]]);
   });
 
+  it('a notice that arrives during a refill gets its own refill pass', async () => {
+    const server = new FakeServer();
+    const bus = await connected(server, { refillOnLag: true });
+    const sub = await bus.join('chat', 'general');
+    const got = record(sub, 'message');
+    const conn = server.last;
+    const notice = (first: number): void =>
+      conn.deliver({
+        id: `arq_lag_${first}`,
+        type: 'system',
+        sender: 'arqonbus',
+        payload: { event: 'lagged', dropped: 2, channels: [{ room: 'chat', channel: 'general', dropped: 2, first_dropped_seq: first }] },
+      });
+    // Delivered: 1 and 4; dropped: 2-3. The first refill aims at seq 4.
+    for (let i = 1; i <= 4; i++) server.publish('chat', 'general', { n: i }, { deliverTo: () => i === 1 || i === 4 });
+    // While it runs, 5-6 are dropped too, 7 is delivered, and a second notice comes.
+    const history = server.handlers.get('history')!;
+    let calls = 0;
+    server.handlers.set('history', (args, c, envelope) => {
+      calls += 1;
+      if (calls === 1) {
+        for (let i = 5; i <= 7; i++) server.publish('chat', 'general', { n: i }, { deliverTo: () => i === 7 });
+        notice(5);
+      }
+      return history(args, c, envelope);
+    });
+    notice(2);
+    await until(() => got.length === 7, 'all seven');
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual([...seqs(got)].sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7]);
+    assert.equal(got.length, 7, 'none twice');
+    const refills = conn.received.filter((e) => e.command === 'history').map((e) => [e.args?.['after_seq'], e.args?.['limit']]);
+    assert.deepEqual(refills, [
+      [1, 3],
+      [4, 3],
+    ]);
+  });
+
   it('ends the subscription when its channel is deleted', async () => {
     const server = new FakeServer();
     const bus = await connected(server);
