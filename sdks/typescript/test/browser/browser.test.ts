@@ -45,17 +45,18 @@ const TYPES: Record<string, string> = {
   '.map': 'application/json',
 };
 
-/** Serves /dist/* from the built package and /page.html from the fixtures. */
+/** Serves /dist/* and /examples/* from the package, anything else from the fixtures. */
 async function staticServer(): Promise<{ server: Server; origin: string; requests: string[] }> {
   const requests: string[] = [];
   const roots: Record<string, string> = {
     '/dist/': join(PACKAGE_ROOT, 'dist'),
+    '/examples/': join(PACKAGE_ROOT, 'examples'),
     '/': join(PACKAGE_ROOT, 'test', 'browser', 'fixtures'),
   };
   const server = createServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
     requests.push(path);
-    const prefix = path.startsWith('/dist/') ? '/dist/' : '/';
+    const prefix = ['/dist/', '/examples/'].find((p) => path.startsWith(p)) ?? '/';
     const root = roots[prefix]!;
     const file = normalize(join(root, path.slice(prefix.length)));
     if (!file.startsWith(root)) {
@@ -157,6 +158,38 @@ describe('in headless Chromium', () => {
       await until(() => members === 1, 'the page clients to leave the channel');
     } finally {
       clearInterval(poll);
+    }
+  });
+
+  it('examples/chat.html: two people chat', async (t) => {
+    if (skipWithoutBrowser(t)) return;
+    assert.ok(web && bus && browser);
+    const pages = [await browser.newPage(), await browser.newPage()];
+    const errors: string[] = [];
+    try {
+      for (const [i, chat] of pages.entries()) {
+        chat.on('pageerror', (error) => errors.push(String(error)));
+        await chat.goto(`${web.origin}/examples/chat.html`, { timeout: 10_000 });
+        await chat.fill('input[name=url]', bus.url);
+        await chat.fill('input[name=name]', i === 0 ? 'ada' : 'bob');
+        await chat.fill('input[name=channel]', 'example');
+        await chat.click('#connect button');
+        await chat.waitForSelector('#send input:not([disabled])', { timeout: 10_000 });
+      }
+      const [ada, bob] = pages as [Page, Page];
+      await ada.fill('#send input', 'hello bob');
+      await ada.press('#send input', 'Enter');
+      await bob.waitForFunction(`document.querySelector('#log').textContent.includes('ada: hello bob')`, undefined, { timeout: 5_000 });
+      await bob.fill('#send input', 'hi ada');
+      await bob.press('#send input', 'Enter');
+      await ada.waitForFunction(`document.querySelector('#log').textContent.includes('bob: hi ada')`, undefined, { timeout: 5_000 });
+      const lines = await ada.$$eval('#log li:not(.notice)', (items) => items.map((item) => item.textContent));
+      assert.deepEqual(lines, ['ada: hello bob', 'bob: hi ada']);
+      await bob.click('#leave');
+      await bob.waitForFunction(`document.querySelector('#state').dataset.state === 'closed'`, undefined, { timeout: 5_000 });
+      assert.deepEqual(errors, []);
+    } finally {
+      await Promise.all(pages.map((p) => p.close()));
     }
   });
 
