@@ -220,6 +220,14 @@ class AttemptFailure extends Error {
   }
 }
 
+/** A socket that sent its welcome frame, with what arrived before the client took it over. */
+interface Opened {
+  socket: WebSocketLike;
+  welcome: Welcome;
+  early: unknown[];
+  closed: { code: number; reason: string; wasClean: boolean } | null;
+}
+
 /** HTTP statuses of an upgrade that retrying will not change. */
 const PERMANENT_STATUSES = new Set([400, 401, 403]);
 /** Close codes after which reconnecting would be wrong (SPEC §11, §17). */
@@ -832,7 +840,7 @@ export class ArqonBus {
     this.#attempt = 0;
     this.#setState('connecting');
     this.#events.emit('connecting', { attempt: 1 });
-    let opened: { socket: WebSocketLike; welcome: Welcome };
+    let opened: Opened;
     try {
       opened = await this.#open();
     } catch (error) {
@@ -853,7 +861,7 @@ export class ArqonBus {
       safeClose(opened.socket, 1000, 'client closed');
       throw new ArqonConnectionError('closed', 'the client was closed while connecting');
     }
-    this.#adopt(opened.socket, opened.welcome, false, 1);
+    this.#adopt(opened, false, 1);
     return opened.welcome;
   }
 
@@ -875,7 +883,7 @@ export class ArqonBus {
   }
 
   /** One connection attempt: token, socket, welcome frame. Rejects with an {@link AttemptFailure}. */
-  async #open(): Promise<{ socket: WebSocketLike; welcome: Welcome }> {
+  async #open(): Promise<Opened> {
     let token: string | undefined;
     let Ctor: WebSocketConstructor;
     try {
@@ -928,11 +936,16 @@ export class ArqonBus {
           reject(new AttemptFailure('the first frame was not a welcome frame', undefined, true, undefined));
           return;
         }
+        // Until #adopt takes over (a microtask later), keep what arrives:
+        // `ws` may deliver several frames of one TCP read synchronously.
+        const opened: Opened = { socket, welcome, early: [], closed: null };
         socket.onopen = null;
-        socket.onmessage = null;
         socket.onerror = null;
-        socket.onclose = null;
-        resolve({ socket, welcome });
+        socket.onmessage = (e) => opened.early.push(e.data);
+        socket.onclose = (e) => {
+          opened.closed = { code: e.code, reason: e.reason, wasClean: e.wasClean };
+        };
+        resolve(opened);
       };
       socket.onclose = (event) => {
         done();
@@ -950,7 +963,8 @@ export class ArqonBus {
   }
 
   /** Makes `socket` the live connection. */
-  #adopt(socket: WebSocketLike, welcome: Welcome, reconnected: boolean, attempts: number): void {
+  #adopt(opened: Opened, reconnected: boolean, attempts: number): void {
+    const { socket, welcome } = opened;
     this.#generation += 1;
     this.#socket = socket;
     this.#welcome = welcome;
@@ -974,10 +988,16 @@ export class ArqonBus {
     this.#setState('connected');
     this.#startHeartbeat();
     this.#events.emit('connected', { welcome, clientId: welcome.client_id, reconnected, attempts });
-    if (reconnected) {
+    for (const data of opened.early) {
+      if (this.#socket === socket) this.#onFrame(data);
+    }
+    if (reconnected && this.#socket === socket) {
       for (const sub of this.#subs.values()) {
         if (sub.state === 'active') void sub._start('rejoin').catch(() => undefined);
       }
+    }
+    if (opened.closed !== null && this.#socket === socket) {
+      this.#onLost(opened.closed.code, opened.closed.reason, opened.closed.wasClean);
     }
   }
 
@@ -1027,7 +1047,7 @@ export class ArqonBus {
     if (this.#closing) return;
     this.#setState('connecting');
     this.#events.emit('connecting', { attempt: this.#attempt });
-    let opened: { socket: WebSocketLike; welcome: Welcome };
+    let opened: Opened;
     try {
       opened = await this.#open();
     } catch (error) {
@@ -1064,7 +1084,7 @@ export class ArqonBus {
       safeClose(opened.socket, 1000, 'client closed');
       return;
     }
-    this.#adopt(opened.socket, opened.welcome, true, this.#attempt);
+    this.#adopt(opened, true, this.#attempt);
   }
 
   /** Stops for good (until `connect()`): no socket, no timers, no subscriptions. */

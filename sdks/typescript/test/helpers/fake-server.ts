@@ -86,6 +86,8 @@ export class FakeServer {
   supportsRecover = false;
   /** §14: the most messages recovered with the join reply. */
   recoveryMax = 1000;
+  /** Frames sent in the same task as the welcome (as one TCP read can carry them). */
+  afterWelcome: Partial<Envelope>[] = [];
   /** At most this many messages per history page (the server caps at 1000). */
   historyPageMax = 1000;
   readonly handlers = new Map<string, CommandHandler>();
@@ -187,7 +189,7 @@ export class FakeServer {
         this.connections.push(conn);
         socket.connection = conn;
         socket.serverOpen();
-        conn.deliver({
+        const welcome: Partial<Envelope> = {
           id: `arq_welcome_${++this.#ids}`,
           type: 'message',
           sender: 'arqonbus',
@@ -198,7 +200,9 @@ export class FakeServer {
             protocol: '1.0',
             limits: { max_message_size: 65536, rate_limit_per_sec: 1000, max_subscriptions: 1000 },
           },
-        });
+        };
+        const frames = [welcome, ...this.afterWelcome.splice(0)];
+        socket.serverSendBatch(frames.map((f) => JSON.stringify({ version: '1.0', timestamp: new Date().toISOString(), ...f })));
       }
     }
   }
@@ -359,6 +363,13 @@ export class FakeWebSocket implements WebSocketLike {
   serverSend(text: string): void {
     later(() => {
       if (this.readyState === 1) this.onmessage?.({ data: text });
+    });
+  }
+
+  /** Several frames in one task, like `ws` emitting one TCP read's frames. */
+  serverSendBatch(texts: string[]): void {
+    later(() => {
+      for (const text of texts) if (this.readyState === 1) this.onmessage?.({ data: text });
     });
   }
 

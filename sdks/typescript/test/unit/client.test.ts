@@ -40,6 +40,15 @@ describe('connecting', () => {
     assert.equal(await bus.connect(), welcome);
   });
 
+  it('handles frames that arrive in the same read as the welcome', async () => {
+    const server = new FakeServer();
+    server.afterWelcome.push({ id: 'arq_early', type: 'message', sender: 'arq_client_peer', payload: { early: true } });
+    const bus = client(server);
+    const direct = nextEvent(bus, 'direct');
+    await bus.connect();
+    assert.deepEqual((await direct).payload, { early: true });
+  });
+
   it('asks getToken for the token before connecting', async () => {
     const server = new FakeServer();
     let calls = 0;
