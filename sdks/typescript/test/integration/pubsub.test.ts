@@ -88,6 +88,16 @@ describe('publish / subscribe', () => {
     assert.equal(info.participant_count, 1);
   });
 
+  it('close() completes the closing handshake (Close 1000 answered)', async () => {
+    const bus = await connect();
+    await bus.join('pubsub', 'closing');
+    const closed = nextEvent(bus, 'closed');
+    await bus.close();
+    const event = await closed;
+    assert.deepEqual([event.reason, event.code, event.wasClean], ['client', 1000, true]);
+    assert.equal(bus.state, 'closed');
+  });
+
   it('a position from one session recovers the messages missed before the next', async () => {
     const a = await connect();
     const first = await connect();
