@@ -10,9 +10,9 @@ use std::sync::atomic::Ordering;
 
 use arqon_config::SlowConsumerPolicy;
 use arqon_protocol::{
-    ChannelKey, ClientId, ClientTelemetry, CommandRequest, Envelope, ErrorCode, FieldError,
-    Inbound, MessageId, PROTOCOL_VERSION, ProtocolError, Publish, RawJson, Rejection, Target,
-    close, decode, now_rfc3339,
+    ChannelKey, ClientId, ClientTelemetry, CommandRequest, Envelope, EnvelopeType, ErrorCode,
+    FieldError, Inbound, MessageId, PROTOCOL_VERSION, ProtocolError, Publish, RawJson, Rejection,
+    Target, close, decode, now_rfc3339,
 };
 use arqon_routing::{
     ChannelKind, Client, CloseReason, Publisher, PushError, RoutingError, Sequenced,
@@ -24,6 +24,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
+use crate::args::Args;
 use crate::bus::Bus;
 use crate::commands::{Ctx, Dispatched, dispatch};
 use crate::error::CommandError;
@@ -48,9 +49,34 @@ type ReplyFuture = Pin<Box<dyn Future<Output = Option<Envelope>> + Send + 'stati
 /// Replies in the order they are owed: a reply that must wait (a `history`
 /// read, an ack waiting for Redis) holds back the ones after it, so that a
 /// connection's replies always arrive in the order of its frames.
+///
+/// A `join_channel` reply carries the channel whose live frames wait for
+/// it (SPEC §14): they are released right after the reply is queued.
 enum PendingReply {
-    Ready(Bytes),
-    Waiting(ReplyFuture),
+    Ready(Bytes, Option<Release>),
+    Waiting(ReplyFuture, Option<ChannelKey>),
+}
+
+/// The live frames of a join to let through once its reply is queued; a
+/// held message the reply's `seq` already covers is not sent twice.
+#[derive(Debug)]
+struct Release {
+    key: ChannelKey,
+    covered: u64,
+}
+
+impl Release {
+    fn after(key: Option<ChannelKey>, reply: &Envelope) -> Option<Self> {
+        let covered = match reply.kind {
+            EnvelopeType::Response => reply
+                .payload
+                .as_ref()
+                .and_then(|payload| payload["seq"].as_u64())
+                .unwrap_or(0),
+            _ => 0,
+        };
+        key.map(|key| Self { key, covered })
+    }
 }
 
 /// Whether the connection should keep reading.
@@ -129,18 +155,23 @@ impl Session {
         loop {
             match self.pending.front_mut() {
                 None => return,
-                Some(PendingReply::Waiting(future)) => match future.as_mut().await {
+                Some(PendingReply::Waiting(future, key)) => match future.as_mut().await {
                     Some(envelope) => {
+                        let release = Release::after(key.take(), &envelope);
                         if let Some(front) = self.pending.front_mut() {
-                            *front = PendingReply::Ready(Bytes::from(envelope.to_json()));
+                            *front = PendingReply::Ready(Bytes::from(envelope.to_json()), release);
                         }
                     }
                     None => {
+                        if let Some(key) = key.take() {
+                            self.bus.router().release(&self.client, &key, 0);
+                        }
                         self.pending.pop_front();
                     }
                 },
-                Some(PendingReply::Ready(frame)) => {
+                Some(PendingReply::Ready(frame, release)) => {
                     let frame = frame.clone();
+                    let release = release.take();
                     if let Some(frame) = self.try_deliver(frame) {
                         // Full under the `drop` policy: a reply is never
                         // dropped; this client waits for room instead. The
@@ -148,6 +179,7 @@ impl Session {
                         let outbound = self.client.outbound().clone();
                         let _ = outbound.push_when_room(frame).await;
                     }
+                    self.released(release);
                     self.pending.pop_front();
                 }
             }
@@ -489,6 +521,10 @@ impl Session {
         };
         self.bus
             .agent_activity(&self.client, AgentAction::Command, None);
+        // A join holds the channel's live frames until its reply is queued.
+        let joining = (request.name == "join_channel")
+            .then(|| Args(&request.args).channel_key().ok())
+            .flatten();
         match dispatch(ctx, request) {
             Dispatched::Done(Ok(payload)) => {
                 executed(
@@ -498,11 +534,8 @@ impl Session {
                     CommandStatus::Success,
                     started,
                 );
-                self.send(Envelope::response(
-                    &request.id,
-                    Some(&request.name),
-                    payload,
-                ));
+                let reply = Envelope::response(&request.id, Some(&request.name), payload);
+                self.send_releasing(reply, joining);
                 Flow::Continue
             }
             Dispatched::Done(Err(err)) => {
@@ -513,26 +546,35 @@ impl Session {
                     CommandStatus::Error,
                     started,
                 );
-                self.command_error(Some(&request.id), Some(&request.name), err)
+                let flow = self.command_error(Some(&request.id), Some(&request.name), err);
+                if let Some(key) = joining {
+                    // Nothing was held, or the error is queued: either way
+                    // live frames may flow.
+                    self.bus.router().release(&self.client, &key, 0);
+                }
+                flow
             }
             Dispatched::Later(future) => {
                 let (id, name) = (request.id.clone(), request.name.clone());
                 let (bus, client_id) = (self.bus.clone(), self.client.id().clone());
-                self.send_later(async move {
-                    let result = future.await;
-                    let status = match result {
-                        Ok(_) => CommandStatus::Success,
-                        Err(_) => CommandStatus::Error,
-                    };
-                    executed(&bus, &client_id, &name, status, started);
-                    Some(match result {
-                        Ok(payload) => Envelope::response(&id, Some(&name), payload),
-                        Err(err) => {
-                            report_error(&bus, &client_id, err.code, false);
-                            command_error_envelope(&id, Some(&name), err)
-                        }
-                    })
-                });
+                self.send_later_releasing(
+                    async move {
+                        let result = future.await;
+                        let status = match result {
+                            Ok(_) => CommandStatus::Success,
+                            Err(_) => CommandStatus::Error,
+                        };
+                        executed(&bus, &client_id, &name, status, started);
+                        Some(match result {
+                            Ok(payload) => Envelope::response(&id, Some(&name), payload),
+                            Err(err) => {
+                                report_error(&bus, &client_id, err.code, false);
+                                command_error_envelope(&id, Some(&name), err)
+                            }
+                        })
+                    },
+                    joining,
+                );
                 Flow::Continue
             }
         }
@@ -620,21 +662,47 @@ impl Session {
 
     /// Sends a reply now, or after the replies still pending before it.
     fn send(&mut self, envelope: Envelope) {
+        self.send_releasing(envelope, None);
+    }
+
+    /// [`send`](Self::send), then releases `joining`'s held frames.
+    fn send_releasing(&mut self, envelope: Envelope, joining: Option<ChannelKey>) {
+        let release = Release::after(joining, &envelope);
         let frame = Bytes::from(envelope.to_json());
         let waiting = if self.pending.is_empty() {
             self.try_deliver(frame)
         } else {
             Some(frame)
         };
-        if let Some(frame) = waiting {
-            self.pending.push_back(PendingReply::Ready(frame));
+        match waiting {
+            Some(frame) => self.pending.push_back(PendingReply::Ready(frame, release)),
+            None => self.released(release),
         }
     }
 
     /// Queues a reply that resolves later, keeping the order of replies.
     fn send_later(&mut self, reply: impl Future<Output = Option<Envelope>> + Send + 'static) {
+        self.send_later_releasing(reply, None);
+    }
+
+    /// [`send_later`](Self::send_later) for a join's reply: `joining`'s
+    /// live frames are released once it is queued.
+    fn send_later_releasing(
+        &mut self,
+        reply: impl Future<Output = Option<Envelope>> + Send + 'static,
+        joining: Option<ChannelKey>,
+    ) {
         self.pending
-            .push_back(PendingReply::Waiting(Box::pin(reply)));
+            .push_back(PendingReply::Waiting(Box::pin(reply), joining));
+    }
+
+    /// Lets a join's held frames through, after its reply.
+    fn released(&self, release: Option<Release>) {
+        if let Some(release) = release {
+            self.bus
+                .router()
+                .release(&self.client, &release.key, release.covered);
+        }
     }
 
     /// Queues a reply now if it can be; returns it when it has to wait for

@@ -1,6 +1,6 @@
 //! One channel: its record, its members in join order, its `seq` counter.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -85,6 +85,8 @@ pub(crate) struct Members {
     /// Since when the channel has had no members; `None` while it has some
     /// (idle channels are reclaimed, SPEC §18).
     pub(crate) empty_since: Option<Instant>,
+    /// Members that asked for presence events (SPEC §15).
+    pub(crate) presence: HashSet<ClientId>,
 }
 
 impl Members {
@@ -112,6 +114,7 @@ impl Members {
         if let Some(moved) = self.list.get(position) {
             self.index.insert(moved.id().clone(), position);
         }
+        self.presence.remove(id);
         if self.list.is_empty() {
             self.empty_since = Some(Instant::now());
         }
@@ -120,6 +123,7 @@ impl Members {
 
     pub(crate) fn drain(&mut self) -> Vec<Arc<Client>> {
         self.index.clear();
+        self.presence.clear();
         self.empty_since = Some(Instant::now());
         std::mem::take(&mut self.list)
     }

@@ -1,8 +1,8 @@
 //! A connected client as the router sees it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use arqon_protocol::{
@@ -45,7 +45,19 @@ pub struct Client {
     last_activity_ms: AtomicI64,
     profile: Mutex<Profile>,
     subscriptions: Mutex<HashSet<ChannelKey>>,
+    /// Channel frames held back while a join's reply is on its way, so
+    /// that live messages follow the reply (SPEC §14). `holding` lets the
+    /// fan-out skip the lock when nothing is held, the common case.
+    holds: Mutex<HashMap<ChannelKey, Held>>,
+    holding: AtomicBool,
     outbound: Outbound,
+}
+
+/// Frames of one channel held for a client until its join reply is sent.
+#[derive(Debug, Default)]
+struct Held {
+    frames: Vec<(Bytes, Option<u64>)>,
+    bytes: usize,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -74,6 +86,8 @@ impl Client {
             last_activity_ms: AtomicI64::new(now.timestamp_millis()),
             profile: Mutex::new(profile),
             subscriptions: Mutex::new(HashSet::new()),
+            holds: Mutex::new(HashMap::new()),
+            holding: AtomicBool::new(false),
             outbound: Outbound::new(queue_bytes),
         }
     }
@@ -115,6 +129,63 @@ impl Client {
     /// Queues one encoded frame for this client's socket.
     pub fn send(&self, frame: Bytes) -> Result<(), PushError> {
         self.outbound.push(frame)
+    }
+
+    /// Queues a frame of channel `key` (a message with `seq`, or a
+    /// presence event without), unless a join of that channel is still
+    /// waiting for its reply: then the frame waits behind the reply (see
+    /// [`Router::release`](crate::Router::release)). A hold is bounded by
+    /// the queue's byte budget like the queue itself.
+    pub(crate) fn send_channel(
+        &self,
+        key: &ChannelKey,
+        frame: Bytes,
+        seq: Option<u64>,
+    ) -> Result<(), PushError> {
+        if self.holding.load(Ordering::Acquire) {
+            let mut holds = lock(&self.holds);
+            if let Some(held) = holds.get_mut(key) {
+                if !held.frames.is_empty() && held.bytes + frame.len() > self.outbound.capacity() {
+                    return Err(PushError::Full);
+                }
+                held.bytes += frame.len();
+                held.frames.push((frame, seq));
+                return Ok(());
+            }
+        }
+        self.outbound.push(frame)
+    }
+
+    /// Starts holding back `key`'s frames (a join is under way).
+    pub(crate) fn hold(&self, key: &ChannelKey) {
+        let mut holds = lock(&self.holds);
+        holds.entry(key.clone()).or_default();
+        self.holding.store(true, Ordering::Release);
+    }
+
+    /// Stops holding `key`'s frames, queueing those held, in order, with
+    /// `queue` (which applies the slow-consumer policy to each). Runs
+    /// under the holds lock, so a frame published meanwhile waits and
+    /// still comes after them.
+    pub(crate) fn release_with(&self, key: &ChannelKey, mut queue: impl FnMut(Bytes, Option<u64>)) {
+        let mut holds = lock(&self.holds);
+        if let Some(held) = holds.remove(key) {
+            for (frame, seq) in held.frames {
+                queue(frame, seq);
+            }
+        }
+        if holds.is_empty() {
+            self.holding.store(false, Ordering::Release);
+        }
+    }
+
+    /// Forgets what is held for `key` (the client left the channel).
+    pub(crate) fn drop_hold(&self, key: &ChannelKey) {
+        let mut holds = lock(&self.holds);
+        holds.remove(key);
+        if holds.is_empty() {
+            self.holding.store(false, Ordering::Release);
+        }
     }
 
     /// Asks the connection to close.

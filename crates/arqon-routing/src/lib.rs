@@ -30,5 +30,6 @@ pub use client::{Client, Profile, Role};
 pub use error::RoutingError;
 pub use outbound::{Batch, CloseReason, Outbound, PushError};
 pub use router::{
-    Delivery, Joined, Publisher, Router, SLOW_CONSUMER_CLOSE, Sequenced, Snapshot, Stats,
+    Delivery, JoinOptions, Joined, Publisher, Router, SLOW_CONSUMER_CLOSE, Sequenced, Snapshot,
+    Stats,
 };

@@ -9,8 +9,11 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use arqon_protocol::{ChannelKey, Envelope, EnvelopeType};
 use bytes::Bytes;
+use serde_json::{Value, json};
 use tokio::sync::Notify;
+use tokio::time::{Duration, Instant};
 
 /// Why and how a connection is to be closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +52,78 @@ struct State {
     frames: VecDeque<Bytes>,
     bytes: usize,
     close: Option<CloseReason>,
+    lag: Lag,
+}
+
+/// At most one lagged notice per this interval (SPEC §16).
+const LAGGED_NOTICE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Channel messages dropped for this connection since its last lagged
+/// notice (SPEC §16), by channel.
+#[derive(Debug, Default)]
+struct Lag {
+    dropped: u64,
+    channels: Vec<ChannelLag>,
+    last_notice: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct ChannelLag {
+    key: ChannelKey,
+    dropped: u64,
+    first_dropped_seq: Option<u64>,
+}
+
+impl Lag {
+    fn note(&mut self, key: &ChannelKey, seq: Option<u64>) {
+        self.dropped += 1;
+        match self.channels.iter_mut().find(|lag| lag.key == *key) {
+            Some(lag) => {
+                lag.dropped += 1;
+                lag.first_dropped_seq = lag.first_dropped_seq.or(seq);
+            }
+            None => self.channels.push(ChannelLag {
+                key: key.clone(),
+                dropped: 1,
+                first_dropped_seq: seq,
+            }),
+        }
+    }
+
+    /// When the next notice may go, if one is owed.
+    fn due_at(&self) -> Option<Instant> {
+        (self.dropped > 0).then(|| {
+            self.last_notice
+                .map_or_else(Instant::now, |last| last + LAGGED_NOTICE_INTERVAL)
+        })
+    }
+
+    /// The notice owed, if it may go at `now`; counting starts again.
+    fn take_due(&mut self, now: Instant) -> Option<Bytes> {
+        if self.due_at().is_none_or(|due| now < due) {
+            return None;
+        }
+        let channels: Vec<Value> = self
+            .channels
+            .drain(..)
+            .map(|lag| {
+                json!({
+                    "room": lag.key.room(),
+                    "channel": lag.key.channel(),
+                    "dropped": lag.dropped,
+                    "first_dropped_seq": lag.first_dropped_seq,
+                })
+            })
+            .collect();
+        let mut notice = Envelope::from_server(EnvelopeType::System);
+        notice.payload = Some(json!({
+            "event": "lagged",
+            "dropped": std::mem::take(&mut self.dropped),
+            "channels": channels,
+        }));
+        self.last_notice = Some(now);
+        Some(Bytes::from(notice.to_json()))
+    }
 }
 
 #[derive(Debug)]
@@ -93,6 +168,11 @@ impl Outbound {
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The byte budget of the queue.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
     }
 
     /// Enqueues `frame` without waiting.
@@ -186,19 +266,31 @@ impl Outbound {
         self.state().bytes
     }
 
+    /// Records a channel message dropped for this connection (the `drop`
+    /// policy): the writer owes the client a lagged notice (SPEC §16).
+    pub fn note_dropped(&self, key: &ChannelKey, seq: Option<u64>) {
+        self.state().lag.note(key, seq);
+        self.shared.ready.notify_one();
+    }
+
     /// Waits for work: moves every queued frame into `buf` and returns
     /// [`Batch::Frames`], or, once the queue is empty and a close was
-    /// requested, returns [`Batch::Close`].
+    /// requested, returns [`Batch::Close`]. A lagged notice that is owed
+    /// (SPEC §16) is added after the frames, as soon as the queue has room
+    /// again (it has: this drains it) and at most once per second; it
+    /// never counts against the budget, so it is never dropped.
     ///
     /// # Cancel safety
     /// Cancel safe: frames are moved into `buf` only on the poll that
     /// returns, so a cancelled wait loses nothing.
     pub async fn next_batch(&self, buf: &mut Vec<Bytes>) -> Batch {
         loop {
-            {
+            let notice_due = {
                 let mut state = self.state();
-                if !state.frames.is_empty() {
+                let notice = state.lag.take_due(Instant::now());
+                if !state.frames.is_empty() || notice.is_some() {
                     buf.extend(state.frames.drain(..));
+                    buf.extend(notice);
                     state.bytes = 0;
                     drop(state);
                     self.shared.room.notify_waiters();
@@ -207,8 +299,17 @@ impl Outbound {
                 if let Some(reason) = state.close {
                     return Batch::Close(reason);
                 }
+                state.lag.due_at()
+            };
+            match notice_due {
+                Some(due) => {
+                    tokio::select! {
+                        () = self.shared.ready.notified() => {}
+                        () = tokio::time::sleep_until(due) => {}
+                    }
+                }
+                None => self.shared.ready.notified().await,
             }
-            self.shared.ready.notified().await;
         }
     }
 }

@@ -38,6 +38,22 @@ pub struct Stats {
     pub slow_disconnects: AtomicU64,
 }
 
+/// A presence event (SPEC §15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PresenceEvent {
+    Join,
+    Leave,
+}
+
+impl PresenceEvent {
+    const fn as_str(self) -> &'static str {
+        match self {
+            PresenceEvent::Join => "join",
+            PresenceEvent::Leave => "leave",
+        }
+    }
+}
+
 /// Who a channel publish comes from.
 #[derive(Debug, Clone, Copy)]
 pub enum Publisher<'a> {
@@ -85,6 +101,17 @@ pub struct Joined {
     pub created: bool,
     /// Whether the client was a member already (joins are idempotent).
     pub already_member: bool,
+}
+
+/// What a join asks for besides membership.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JoinOptions {
+    /// Receive presence events of this channel (SPEC §15); a join without
+    /// it turns them off.
+    pub presence: bool,
+    /// Hold this channel's live frames for the client until
+    /// [`Router::release`]: its join reply is to come first (SPEC §14).
+    pub hold: bool,
 }
 
 /// A point-in-time summary for `status`.
@@ -207,10 +234,12 @@ impl Router {
         }
         let joined: Vec<ChannelKey> = client.subscriptions_mut().drain().collect();
         for key in joined {
+            client.drop_hold(&key);
             if let Some(channel) = self.channel(&key) {
                 let mut members = channel.members();
                 if members.remove(client.id()).is_some() {
                     self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                    self.announce(&key, &members, client, PresenceEvent::Leave);
                 }
                 channel.sync_count(&members);
             }
@@ -328,6 +357,7 @@ impl Router {
             removed
         };
         for member in &removed {
+            member.drop_hold(key);
             member.subscriptions_mut().remove(key);
             self.subscriptions.fetch_sub(1, Ordering::Relaxed);
             self.deliver(member, notice.clone());
@@ -362,6 +392,20 @@ impl Router {
 
     /// Subscribes `client` to `key`, creating the channel when allowed.
     pub fn join(&self, client: &Arc<Client>, key: &ChannelKey) -> Result<Joined, RoutingError> {
+        self.join_with(client, key, JoinOptions::default())
+    }
+
+    /// [`join`](Self::join) with presence events and a hold of live frames
+    /// as `options` say. The members lock orders the join against every
+    /// publish: messages up to the returned `seq` were sequenced before
+    /// the join, every later one reaches the client (after the reply, when
+    /// held). Presence subscribers hear of a new member once.
+    pub fn join_with(
+        &self,
+        client: &Arc<Client>,
+        key: &ChannelKey,
+        options: JoinOptions,
+    ) -> Result<Joined, RoutingError> {
         let (channel, created) = match self.channel(key) {
             Some(channel) => (channel, false),
             None if self.config.auto_create_channels => {
@@ -406,9 +450,20 @@ impl Router {
             }
             subscriptions.insert(key.clone());
             drop(subscriptions);
+        }
+        if options.hold {
+            client.hold(key);
+        }
+        if !already_member {
             members.insert(client.clone());
             channel.sync_count(&members);
             self.subscriptions.fetch_add(1, Ordering::Relaxed);
+            self.announce(key, &members, client, PresenceEvent::Join);
+        }
+        if options.presence {
+            members.presence.insert(client.id().clone());
+        } else {
+            members.presence.remove(client.id());
         }
         Ok(Joined {
             participant_count: members.len(),
@@ -427,12 +482,70 @@ impl Router {
         let mut members = channel.members();
         let was_member = members.remove(client.id()).is_some();
         channel.sync_count(&members);
+        if was_member {
+            self.announce(key, &members, client, PresenceEvent::Leave);
+        }
         drop(members);
+        client.drop_hold(key);
         if was_member {
             client.subscriptions_mut().remove(key);
             self.subscriptions.fetch_sub(1, Ordering::Relaxed);
         }
         Ok(was_member)
+    }
+
+    /// Sends the join reply's companions: the frames of `key` held for
+    /// `client` since its join (SPEC §14), in order, now that the reply is
+    /// queued. Frames published meanwhile wait until these are queued.
+    /// Held messages up to `covered` (the reply's `seq`: they are in its
+    /// `publications` or were sequenced before the join) are not sent.
+    pub fn release(&self, client: &Client, key: &ChannelKey, covered: u64) {
+        client.release_with(key, |frame, seq| {
+            if seq.is_some_and(|seq| seq <= covered) {
+                return;
+            }
+            // Counted as delivered when it was held; only a failure is new.
+            if let Err(err) = client.outbound().push(frame) {
+                self.settle(client, key, seq, Err(err));
+            }
+        });
+    }
+
+    /// Tells the presence subscribers of `key` (but not `subject`) that
+    /// `subject` joined or left (SPEC §15). One frame for all of them;
+    /// called under the members lock, so events follow membership order.
+    fn announce(
+        &self,
+        key: &ChannelKey,
+        members: &Members,
+        subject: &Client,
+        event: PresenceEvent,
+    ) {
+        if members.presence.is_empty()
+            || (members.presence.len() == 1 && members.presence.contains(subject.id()))
+        {
+            return;
+        }
+        let profile = subject.profile();
+        let notice = Envelope::system(
+            key.room(),
+            key.channel(),
+            serde_json::json!({
+                "event": event.as_str(),
+                "client": {
+                    "client_id": subject.id(),
+                    "client_type": profile.client_type,
+                    "screen_name": profile.screen_name,
+                },
+                "participant_count": members.len(),
+            }),
+        );
+        let frame = Bytes::from(notice.to_json());
+        for member in &members.list {
+            if member.id() != subject.id() && members.presence.contains(member.id()) {
+                self.deliver_to_member(member, key, frame.clone(), None);
+            }
+        }
     }
 
     // ---- delivery ------------------------------------------------------
@@ -509,7 +622,7 @@ impl Router {
             if !echo && Some(member.id()) == sender_id {
                 continue;
             }
-            if self.deliver(member, frame.clone()) {
+            if self.deliver_to_member(member, key, frame.clone(), Some(seq)) {
                 delivered += 1;
             }
         }
@@ -583,7 +696,7 @@ impl Router {
             if Some(member.id()) == skip {
                 continue;
             }
-            if self.deliver(member, frame.clone()) {
+            if self.deliver_to_member(member, key, frame.clone(), Some(seq)) {
                 delivered += 1;
             }
         }
@@ -640,6 +753,46 @@ impl Router {
         })
     }
 
+    /// Queues a frame of channel `key` for one of its members: held back
+    /// while the member's join reply is on its way, else like
+    /// [`Router::deliver`]; a message dropped under the `drop` policy is
+    /// owed a lagged notice (SPEC §16).
+    fn deliver_to_member(
+        &self,
+        member: &Client,
+        key: &ChannelKey,
+        frame: Bytes,
+        seq: Option<u64>,
+    ) -> bool {
+        let queued = member.send_channel(key, frame, seq);
+        self.settle(member, key, seq, queued)
+    }
+
+    /// Counts a channel frame's fate and applies the slow-consumer policy
+    /// when it did not fit. Returns whether it was queued.
+    fn settle(
+        &self,
+        member: &Client,
+        key: &ChannelKey,
+        seq: Option<u64>,
+        queued: Result<(), PushError>,
+    ) -> bool {
+        match queued {
+            Ok(()) => {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(PushError::Full) => {
+                self.slow_consumer(member);
+                if self.config.slow_consumer == SlowConsumerPolicy::Drop {
+                    member.outbound().note_dropped(key, seq);
+                }
+                false
+            }
+            Err(PushError::Closed) => false,
+        }
+    }
+
     /// Queues `frame` (a message: channel, direct or notice) for `client`,
     /// applying the slow-consumer policy when its queue is full, and counts
     /// it in [`Stats::delivered`]. Returns whether the frame was queued.
@@ -661,19 +814,24 @@ impl Router {
         match client.send(frame) {
             Ok(()) => true,
             Err(PushError::Full) => {
-                match self.config.slow_consumer {
-                    SlowConsumerPolicy::Disconnect => {
-                        if client.close(SLOW_CONSUMER_CLOSE) {
-                            self.stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    SlowConsumerPolicy::Drop => {
-                        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                self.slow_consumer(client);
                 false
             }
             Err(PushError::Closed) => false,
+        }
+    }
+
+    /// Applies the slow-consumer policy to a client whose queue is full.
+    fn slow_consumer(&self, client: &Client) {
+        match self.config.slow_consumer {
+            SlowConsumerPolicy::Disconnect => {
+                if client.close(SLOW_CONSUMER_CLOSE) {
+                    self.stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            SlowConsumerPolicy::Drop => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 

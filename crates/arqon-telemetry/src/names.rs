@@ -115,7 +115,7 @@ pub const ABORT_REASONS: [&str; 2] = ["write_timeout", "shutdown"];
 
 /// Values of [`LABEL_COMMAND`]: the SPEC §5 commands. Other names (unknown
 /// commands) are never used as a label.
-pub const COMMANDS: [&str; 10] = [
+pub const COMMANDS: [&str; 11] = [
     "ping",
     "status",
     "identify",
@@ -126,6 +126,7 @@ pub const COMMANDS: [&str; 10] = [
     "list_channels",
     "channel_info",
     "history",
+    "presence",
 ];
 
 #[cfg(test)]

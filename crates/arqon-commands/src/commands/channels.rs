@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arqon_protocol::{ChannelKey, ClientId, ErrorCode, format_timestamp};
-use arqon_routing::{Channel, ChannelKind, ChannelSpec, Client, RoutingError};
+use arqon_routing::{Channel, ChannelKind, ChannelSpec, Client, JoinOptions, RoutingError};
+use arqon_storage::HistoryQuery;
 use arqon_storage::cluster::Cluster;
 use arqon_telemetry::{AgentAction, Event};
 use bytes::Bytes;
@@ -18,8 +19,48 @@ use crate::error::CommandError;
 /// `channel_info` lists at most this many participants.
 const MAX_LISTED_PARTICIPANTS: usize = 1000;
 
+/// `recover` of a `join_channel` (SPEC §14): the last `seq` and `epoch` the
+/// client saw on the channel.
+#[derive(Debug, Clone)]
+struct Recover {
+    seq: u64,
+    epoch: String,
+}
+
+impl Recover {
+    fn parse(args: &Args<'_>) -> Result<Option<Self>, CommandError> {
+        let Some(recover) = args.opt_object("recover")? else {
+            return Ok(None);
+        };
+        let seq = recover.get("seq").and_then(Value::as_u64);
+        let epoch = recover.get("epoch").and_then(Value::as_str);
+        match (seq, epoch) {
+            (Some(seq), Some(epoch)) => Ok(Some(Self {
+                seq,
+                epoch: epoch.to_owned(),
+            })),
+            (None, Some(_)) => Err(invalid_argument(
+                "recover.seq",
+                "must be a non-negative integer",
+            )),
+            (Some(_), None) => Err(invalid_argument("recover.epoch", "must be a string")),
+            (None, None) => Err(
+                invalid_argument("recover.seq", "must be a non-negative integer")
+                    .and(invalid_argument("recover.epoch", "must be a string")),
+            ),
+        }
+    }
+}
+
 pub(super) fn join(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, CommandError> {
     let key = args.channel_key()?;
+    let recover = Recover::parse(&args)?;
+    let options = JoinOptions {
+        presence: args.opt_bool("presence")?.unwrap_or(false),
+        // Live messages wait behind the reply; the session releases them
+        // once the reply is queued (SPEC §14).
+        hold: true,
+    };
     if !ctx.client.may_access(&key) {
         return Err(CommandError::forbidden(format!(
             "your token does not allow channel {key}"
@@ -27,22 +68,88 @@ pub(super) fn join(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Comman
     }
     let (bus, client) = (ctx.bus.clone(), ctx.client.clone());
     let Some(cluster) = bus.cluster().cloned() else {
-        return Ok(ready(join_here(&bus, &client, &key)?.0));
+        let (reply, _) = join_here(&bus, &client, &key, options)?;
+        return Ok(match recover {
+            None => ready(reply),
+            Some(recover) => {
+                Box::pin(async move { Ok(recovered(&bus, &key, reply, recover).await) })
+            }
+        });
     };
     if bus.router().channel(&key).is_none() && !bus.router().config().auto_create_channels {
         // Not auto-created: the channel may exist on other nodes only.
         return Ok(Box::pin(async move {
             bus.find_channel(&key).await;
-            let (reply, created) = join_here(&bus, &client, &key)?;
-            Ok(join_cluster(&cluster, &bus, &client, &key, reply, created).await)
+            let (reply, created) = join_here(&bus, &client, &key, options)?;
+            let reply = join_cluster(&cluster, &bus, &client, &key, reply, created).await;
+            Ok(match recover {
+                None => reply,
+                Some(recover) => recovered(&bus, &key, reply, recover).await,
+            })
         }));
     }
     // The local join happens now, so that a publish right behind it is
     // accepted; the reply waits for Redis.
-    let (reply, created) = join_here(&bus, &client, &key)?;
+    let (reply, created) = join_here(&bus, &client, &key, options)?;
     Ok(Box::pin(async move {
-        Ok(join_cluster(&cluster, &bus, &client, &key, reply, created).await)
+        let reply = join_cluster(&cluster, &bus, &client, &key, reply, created).await;
+        Ok(match recover {
+            None => reply,
+            Some(recover) => recovered(&bus, &key, reply, recover).await,
+        })
     }))
+}
+
+/// Adds `recovered` and `publications` to a join reply (SPEC §14). The
+/// reply's `seq` is where the join took place in the channel's sequence:
+/// every message up to it is read from history here, every later one is
+/// held for the client and follows the reply. Recovery succeeds only when
+/// the epoch is the channel's, every missed message is still stored, there
+/// are at most `ARQONBUS_RECOVERY_MAX` of them, and they fit in one reply.
+async fn recovered(bus: &Bus, key: &ChannelKey, mut reply: Value, recover: Recover) -> Value {
+    let seq = reply["seq"].as_u64().unwrap_or(0);
+    let epoch = reply["epoch"].as_str().unwrap_or_default();
+    let publications = if recover.epoch != epoch || recover.seq > seq {
+        None
+    } else {
+        missed(bus, key, recover.seq, seq).await
+    };
+    reply["recovered"] = json!(publications.is_some());
+    reply["publications"] = Value::Array(publications.unwrap_or_default());
+    reply
+}
+
+/// The messages with `seq` in `(after, upto]`, oldest first, or `None`
+/// when they cannot all be given in one reply.
+async fn missed(bus: &Bus, key: &ChannelKey, after: u64, upto: u64) -> Option<Vec<Value>> {
+    let wanted = usize::try_from(upto - after).ok()?;
+    if wanted == 0 {
+        return Some(Vec::new());
+    }
+    if wanted > bus.router().config().recovery_max {
+        return None;
+    }
+    let frames = bus
+        .storage()
+        .history(key, &HistoryQuery::after(after, wanted))
+        .await
+        .ok()?;
+    let budget = bus.max_message_size().saturating_sub(REPLY_OVERHEAD);
+    let mut size = 0;
+    let mut publications = Vec::with_capacity(wanted);
+    for frame in &frames {
+        size += frame.len() + 1;
+        let message: Value = serde_json::from_slice(frame).ok()?;
+        let expected = after + publications.len() as u64 + 1;
+        if size > budget || message["seq"].as_u64() != Some(expected) {
+            return None;
+        }
+        publications.push(message);
+        if expected == upto {
+            return Some(publications);
+        }
+    }
+    None
 }
 
 /// Joins `client` to `key` on this node (creating the channel when
@@ -51,8 +158,9 @@ fn join_here(
     bus: &Bus,
     client: &Arc<Client>,
     key: &ChannelKey,
+    options: JoinOptions,
 ) -> Result<(Value, bool), CommandError> {
-    let joined = bus.router().join(client, key)?;
+    let joined = bus.router().join_with(client, key, options)?;
     let telemetry = bus.telemetry();
     let client_id = Some(client.id().clone());
     if joined.created {
@@ -76,6 +184,131 @@ fn join_here(
         "epoch": &*joined.epoch,
     });
     Ok((reply, joined.created))
+}
+
+/// Members per `presence` page by default, and the most one page holds.
+pub const PRESENCE_DEFAULT_LIMIT: u64 = 100;
+pub const PRESENCE_MAX_LIMIT: u64 = 1000;
+
+/// `presence` (SPEC §15): a channel's members, a page at a time, in
+/// `client_id` order so that paging visits every member that stays joined
+/// exactly once; the cursor is the last `client_id` of the previous page.
+pub(super) fn presence(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, CommandError> {
+    const RULE: &str = "must be an integer from 1 to 1000";
+    let key = args.channel_key()?;
+    let limit = match args.0.get("limit") {
+        None | Some(Value::Null) => PRESENCE_DEFAULT_LIMIT,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(limit @ 1..=PRESENCE_MAX_LIMIT) => limit,
+            _ => return Err(invalid_argument("limit", RULE)),
+        },
+        Some(_) => return Err(invalid_argument("limit", RULE)),
+    };
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let cursor = args
+        .opt_str("cursor")?
+        .map(|cursor| {
+            ClientId::new(cursor).map_err(|_| {
+                invalid_argument("cursor", "must be a next_cursor from a previous reply")
+            })
+        })
+        .transpose()?;
+    if !ctx.client.may_access(&key) {
+        return Err(CommandError::forbidden(format!(
+            "your token does not allow channel {key}"
+        )));
+    }
+    let bus = ctx.bus.clone();
+    if let Some(channel) = bus.router().channel(&key)
+        && bus.cluster_route().is_none()
+    {
+        return Ok(ready(presence_page(
+            &key,
+            channel.members_snapshot(usize::MAX),
+            limit,
+            cursor.as_ref(),
+        )));
+    }
+    Ok(Box::pin(async move {
+        let channel = bus
+            .find_channel(&key)
+            .await
+            .ok_or_else(|| RoutingError::ChannelNotFound { key: key.clone() })?;
+        let Some(cluster) = bus.cluster_route().cloned() else {
+            return Ok(presence_page(
+                &key,
+                channel.members_snapshot(usize::MAX),
+                limit,
+                cursor.as_ref(),
+            ));
+        };
+        // Cluster-wide: the member records every node keeps in Redis.
+        match cluster.members(&key, usize::MAX).await {
+            Ok(members) => {
+                let mut records: Vec<Value> = members
+                    .records
+                    .iter()
+                    .filter_map(|text| serde_json::from_str(text).ok())
+                    .collect();
+                records.sort_by(|a: &Value, b: &Value| {
+                    a["client_id"].as_str().cmp(&b["client_id"].as_str())
+                });
+                Ok(page_records(&key, records, limit, cursor.as_ref()))
+            }
+            Err(error) => {
+                tracing::warn!(channel = %key, %error, "cluster: presence lists this node's members only");
+                Ok(presence_page(
+                    &key,
+                    channel.members_snapshot(usize::MAX),
+                    limit,
+                    cursor.as_ref(),
+                ))
+            }
+        }
+    }))
+}
+
+/// A page of this node's members of `key`.
+fn presence_page(
+    key: &ChannelKey,
+    mut members: Vec<Arc<Client>>,
+    limit: usize,
+    cursor: Option<&ClientId>,
+) -> Value {
+    members.sort_by(|a, b| a.id().cmp(b.id()));
+    let records = members.iter().map(|client| client.record()).collect();
+    page_records(key, records, limit, cursor)
+}
+
+/// The page of `records` (client records sorted by `client_id`) after
+/// `cursor`.
+fn page_records(
+    key: &ChannelKey,
+    records: Vec<Value>,
+    limit: usize,
+    cursor: Option<&ClientId>,
+) -> Value {
+    let count = records.len();
+    let rest: Vec<Value> = records
+        .into_iter()
+        .filter(|record| {
+            cursor.is_none_or(|cursor| record["client_id"].as_str() > Some(cursor.as_str()))
+        })
+        .collect();
+    let more = rest.len() > limit;
+    let page: Vec<Value> = rest.into_iter().take(limit).collect();
+    let next_cursor = if more {
+        page.last().map(|record| record["client_id"].clone())
+    } else {
+        None
+    };
+    json!({
+        "room": key.room(),
+        "channel": key.channel(),
+        "members": page,
+        "count": count,
+        "next_cursor": next_cursor,
+    })
 }
 
 /// The cluster part of a join: the reply waits until this node listens to

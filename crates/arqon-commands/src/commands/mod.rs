@@ -78,6 +78,7 @@ pub const COMMANDS: &[(&str, Handler)] = &[
     ("create_channel", Handler::Later(channels::create)),
     ("delete_channel", Handler::Later(channels::delete)),
     ("list_channels", Handler::Later(channels::list)),
+    ("presence", Handler::Later(channels::presence)),
     ("channel_info", Handler::Later(channels::info)),
     ("history", Handler::Later(history::history)),
 ];
