@@ -90,17 +90,18 @@ impl Lag {
         }
     }
 
-    /// When the next notice may go, if one is owed.
-    fn due_at(&self) -> Option<Instant> {
+    /// When the next notice may go, if one is owed: `now` when none was
+    /// sent yet.
+    fn due_at(&self, now: Instant) -> Option<Instant> {
         (self.dropped > 0).then(|| {
             self.last_notice
-                .map_or_else(Instant::now, |last| last + LAGGED_NOTICE_INTERVAL)
+                .map_or(now, |last| last + LAGGED_NOTICE_INTERVAL)
         })
     }
 
     /// The notice owed, if it may go at `now`; counting starts again.
     fn take_due(&mut self, now: Instant) -> Option<Bytes> {
-        if self.due_at().is_none_or(|due| now < due) {
+        if self.due_at(now).is_none_or(|due| now < due) {
             return None;
         }
         let channels: Vec<Value> = self
@@ -286,8 +287,9 @@ impl Outbound {
     pub async fn next_batch(&self, buf: &mut Vec<Bytes>) -> Batch {
         loop {
             let notice_due = {
+                let now = Instant::now();
                 let mut state = self.state();
-                let notice = state.lag.take_due(Instant::now());
+                let notice = state.lag.take_due(now);
                 if !state.frames.is_empty() || notice.is_some() {
                     buf.extend(state.frames.drain(..));
                     buf.extend(notice);
@@ -299,7 +301,7 @@ impl Outbound {
                 if let Some(reason) = state.close {
                     return Batch::Close(reason);
                 }
-                state.lag.due_at()
+                state.lag.due_at(now)
             };
             match notice_due {
                 Some(due) => {
