@@ -9,7 +9,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use arqonbus_tests::{Ending, RawSocket, TestClient, TestServer, envelope, raw_upgrade};
+use arqon_config::AuthMode;
+use arqonbus_tests::{
+    Ending, RawSocket, TestClient, TestServer, envelope, raw_upgrade,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -94,12 +97,14 @@ async fn close_after(addr: SocketAddr, first: u8, mask: bool, payload: &[u8]) ->
 }
 
 async fn assert_framing_rules(addr: SocketAddr) {
-    let cases: [(&str, u8, bool, &[u8], u16); 5] = [
+    let cases: [(&str, u8, bool, &[u8], u16); 7] = [
         ("invalid UTF-8 in a text frame", 0x81, true, b"{\"a\":\"\xff\xfe\"}", 1007),
         ("an unmasked client frame", 0x81, false, b"{}", 1002),
         ("RSV1 set without an extension", 0xC1, true, b"{}", 1002),
         ("an unknown opcode 0x3", 0x83, true, b"x", 1002),
         ("a stray continuation frame", 0x80, true, b"x", 1002),
+        ("a fragmented ping", 0x09, true, b"x", 1002),
+        ("a ping over 125 bytes", 0x89, true, &[b'p'; 126], 1002),
     ];
     for (what, first, mask, payload, expected) in cases {
         let (code, reason) = close_after(addr, first, mask, payload).await;
@@ -118,6 +123,35 @@ async fn framing_violations_on_the_bus_close_with_1007_or_1002() {
 async fn framing_violations_on_the_telemetry_listener_close_with_1007_or_1002() {
     let server = TestServer::full(|b| b).await;
     assert_framing_rules(server.telemetry_addr.expect("telemetry")).await;
+}
+
+/// Invalid UTF-8 is caught in a fragmented message too, wherever the
+/// fragments split it.
+#[tokio::test]
+async fn invalid_utf8_across_fragments_closes_with_1007() {
+    let server = TestServer::start().await;
+    let mut socket = upgraded(server.addr).await;
+    socket.send_frame(0x01, true, b"{\"a\":\"").await;
+    socket.send_frame(0x00, true, b"ok").await;
+    socket.send_frame(0x80, true, b"\xc3\x28\"}").await;
+    let close = socket.read_close().await;
+    let (code, reason) = close.close().expect("a code");
+    assert_eq!(code, 1007, "{reason}");
+    assert!(!reason.is_empty());
+}
+
+/// Whatever valid code a client closes with comes back.
+#[tokio::test]
+async fn the_echo_carries_the_client_code() {
+    let server = TestServer::full(|b| b).await;
+    for addr in [server.addr, server.telemetry_addr.expect("telemetry")] {
+        for code in [1000, 1001, 3000, 4001, 4999] {
+            let mut socket = upgraded(addr).await;
+            socket.send_close(code, "leaving").await;
+            let close = socket.read_close().await;
+            assert_eq!(close.close().map(|(c, _)| c), Some(code), "{addr}: {close:?}");
+        }
+    }
 }
 
 /// A valid text frame split across a fragment and its continuation is not
@@ -182,9 +216,33 @@ async fn a_too_big_close_carries_1009_and_a_reason() {
 
 #[tokio::test]
 async fn a_shutdown_close_carries_1001_and_a_reason() {
-    let mut server = TestServer::start().await;
+    let mut server = TestServer::full(|b| b).await;
     let mut client = server.connect().await;
+    let (mut telemetry, _) = server.telemetry("events=stats").await;
     server.begin_shutdown();
     let (ending, _) = client.until_closed(Duration::from_secs(10)).await;
     assert_code_and_reason(&ending, 1001);
+    let (ending, _) = telemetry.until_closed(Duration::from_secs(10)).await;
+    assert_code_and_reason(&ending, 1001);
+}
+
+#[tokio::test]
+async fn a_replaced_connection_close_carries_4000_and_a_reason() {
+    const SECRET: &str = "close-handshake-secret-012345";
+    let server = TestServer::with(|b| b.auth(AuthMode::Jwt).jwt_secret(SECRET)).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 600;
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "twin", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign");
+    let mut first = server.connect_query(&format!("token={jwt}")).await;
+    let _second = server.connect_query(&format!("token={jwt}")).await;
+    let (ending, _) = first.until_closed(Duration::from_secs(5)).await;
+    assert_code_and_reason(&ending, 4000);
 }

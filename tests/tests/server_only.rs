@@ -63,6 +63,38 @@ async fn publishing_to_a_system_channel_is_forbidden() {
     }
 }
 
+/// Not by joining first, not without joining where that is allowed, not
+/// with another relayed type, not with the `room:channel` shorthand.
+#[tokio::test]
+async fn no_kind_of_client_envelope_reaches_a_system_channel() {
+    let server = TestServer::with(|b| b.publish_requires_join(false)).await;
+    let mut watcher = server.connect().await;
+    join(&mut watcher, "integriguard", "dashboard-events").await;
+    let mut client = server.connect().await;
+    let targets = [
+        json!({"room": "integriguard", "channel": "dashboard-events"}),
+        json!({"room": "integriguard:dashboard-events"}),
+        json!({"room": "integriguard", "channel": "telemetry-stream"}),
+    ];
+    for target in targets {
+        for kind in ["message", "event", "response", "error"] {
+            let mut fields = target.clone();
+            let extra = json!({"payload": {"a": 1}, "request_id": "arq_some_request",
+                               "status": "success", "error_code": "X", "error": "x"});
+            for (key, value) in extra.as_object().unwrap() {
+                fields[key] = value.clone();
+            }
+            let frame = envelope(kind, fields);
+            client.send_json(&frame).await;
+            let reply = client.recv_reply_to(&frame["id"]).await;
+            assert_error(&reply, "FORBIDDEN", Some(&frame["id"]), None);
+        }
+    }
+    while let Some(frame) = watcher.try_recv(Duration::from_millis(300)).await {
+        assert_eq!(frame["sender"], "arqonbus", "only the server writes: {frame}");
+    }
+}
+
 #[tokio::test]
 async fn clients_cannot_send_server_event_types() {
     let server = TestServer::start().await;
