@@ -10,9 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use arqon_config::AuthMode;
-use arqonbus_tests::{
-    Ending, RawSocket, TestClient, TestServer, envelope, raw_upgrade,
-};
+use arqonbus_tests::{Ending, RawSocket, TestClient, TestServer, envelope, raw_upgrade};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -98,7 +96,13 @@ async fn close_after(addr: SocketAddr, first: u8, mask: bool, payload: &[u8]) ->
 
 async fn assert_framing_rules(addr: SocketAddr) {
     let cases: [(&str, u8, bool, &[u8], u16); 7] = [
-        ("invalid UTF-8 in a text frame", 0x81, true, b"{\"a\":\"\xff\xfe\"}", 1007),
+        (
+            "invalid UTF-8 in a text frame",
+            0x81,
+            true,
+            b"{\"a\":\"\xff\xfe\"}",
+            1007,
+        ),
         ("an unmasked client frame", 0x81, false, b"{}", 1002),
         ("RSV1 set without an extension", 0xC1, true, b"{}", 1002),
         ("an unknown opcode 0x3", 0x83, true, b"x", 1002),
@@ -149,7 +153,11 @@ async fn the_echo_carries_the_client_code() {
             let mut socket = upgraded(addr).await;
             socket.send_close(code, "leaving").await;
             let close = socket.read_close().await;
-            assert_eq!(close.close().map(|(c, _)| c), Some(code), "{addr}: {close:?}");
+            assert_eq!(
+                close.close().map(|(c, _)| c),
+                Some(code),
+                "{addr}: {close:?}"
+            );
         }
     }
 }

@@ -2,7 +2,8 @@
 //! preflight answered 204 with `Access-Control-Allow-Methods`,
 //! `Access-Control-Allow-Headers` (including `Authorization` and
 //! `Content-Type`) and `Access-Control-Allow-Origin: *`; an unknown path is
-//! 404 with a JSON body. Holds on the bus port, the separate HTTP port and
+//! 404 with a JSON body, a known path with a method it does not serve 405
+//! with a JSON body. Holds on the bus port, the separate HTTP port and
 //! the telemetry listener.
 
 use std::net::SocketAddr;
@@ -119,5 +120,23 @@ async fn preflights_need_no_credentials_with_the_api_on() {
     let server = TestServer::full(|b| b.api_key("k3y-for-tests")).await;
     for path in ["/api/publish", "/api/channels", "/api/channels/a/b"] {
         assert_preflight(server.addr, path).await;
+    }
+}
+
+#[tokio::test]
+async fn unserved_methods_get_a_json_405_with_cors() {
+    let server = TestServer::full(|b| b).await;
+    for path in ["/health", "/metrics", "/version"] {
+        let response = http_request(
+            server.addr,
+            &format!(
+                "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                server.addr
+            ),
+        )
+        .await;
+        assert_eq!(response.status, 405, "POST {path}: {response:?}");
+        assert_eq!(response.header("access-control-allow-origin"), Some("*"));
+        assert!(response.json().is_object(), "{response:?}");
     }
 }

@@ -42,9 +42,18 @@ async fn status_for(server: &TestServer, query: &str) -> u16 {
 #[tokio::test]
 async fn reserved_subjects_are_refused() {
     let server = jwt_server().await;
-    for sub in ["arqonbus", "arqonbus-x", "arqonbus_client_1", "arqonbus:node"] {
+    for sub in [
+        "arqonbus",
+        "arqonbus-x",
+        "arqonbus_client_1",
+        "arqonbus:node",
+    ] {
         let jwt = token(json!({"sub": sub, "exp": now() + 600}));
-        assert_eq!(status_for(&server, &format!("token={jwt}")).await, 401, "{sub}");
+        assert_eq!(
+            status_for(&server, &format!("token={jwt}")).await,
+            401,
+            "{sub}"
+        );
     }
     // The rule is about the prefix, not the word anywhere.
     let jwt = token(json!({"sub": "not-arqonbus", "exp": now() + 600}));
@@ -57,7 +66,10 @@ async fn a_token_not_yet_valid_is_refused() {
     let early = token(json!({"sub": "ada", "exp": now() + 7200, "nbf": now() + 3600}));
     assert_eq!(status_for(&server, &format!("token={early}")).await, 401);
     let valid_now = token(json!({"sub": "ada", "exp": now() + 7200, "nbf": now() - 60}));
-    assert_eq!(status_for(&server, &format!("token={valid_now}")).await, 101);
+    assert_eq!(
+        status_for(&server, &format!("token={valid_now}")).await,
+        101
+    );
 }
 
 #[tokio::test]
@@ -76,7 +88,10 @@ async fn an_empty_token_is_an_invalid_token_in_token_mode() {
     assert_eq!(response.json()["field"], "token");
     // No token at all is still a user, and the admin token is an admin.
     assert_eq!(upgrade_request(server.addr, "/").await.status, 101);
-    assert_eq!(upgrade_request(server.addr, "/?token=s3cret").await.status, 101);
+    assert_eq!(
+        upgrade_request(server.addr, "/?token=s3cret").await.status,
+        101
+    );
 }
 
 /// An admin without patterns who owns `secret:ops` (two members) and a
@@ -85,7 +100,10 @@ async fn restricted_world(server: &TestServer) -> (TestClient, TestClient, TestC
     let admin_jwt = token(json!({"sub": "boss", "exp": now() + 600, "role": "admin"}));
     let mut admin = server.connect_query(&format!("token={admin_jwt}")).await;
     let created = admin
-        .command("create_channel", json!({"room": "secret", "channel": "ops"}))
+        .command(
+            "create_channel",
+            json!({"room": "secret", "channel": "ops"}),
+        )
         .await;
     assert_eq!(created["status"], "success", "{created}");
     admin.join("secret", "ops").await;
@@ -126,7 +144,13 @@ fn keys_of(records: &Value) -> Vec<String> {
         .as_array()
         .expect("channel records")
         .iter()
-        .map(|r| format!("{}:{}", r["room"].as_str().unwrap(), r["channel"].as_str().unwrap()))
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r["room"].as_str().expect("room"),
+                r["channel"].as_str().expect("channel")
+            )
+        })
         .collect()
 }
 
@@ -152,7 +176,12 @@ async fn list_channels_shows_and_counts_only_permitted_channels() {
             .send_command("list_channels", json!({"room": room}))
             .await;
         let reply = user.recv_reply_to(&frame["id"]).await;
-        assert_error(&reply, "ROOM_NOT_FOUND", Some(&frame["id"]), Some("list_channels"));
+        assert_error(
+            &reply,
+            "ROOM_NOT_FOUND",
+            Some(&frame["id"]),
+            Some("list_channels"),
+        );
     }
     let reply = user
         .command("list_channels", json!({"room": "science"}))

@@ -18,9 +18,7 @@ fn assert_refused(response: &HttpResponse, origin: &str) {
     let body = response.json();
     assert_eq!(body["field"], "origin", "{body}");
     assert!(
-        body["message"]
-            .as_str()
-            .is_some_and(|m| m.contains(origin)),
+        body["message"].as_str().is_some_and(|m| m.contains(origin)),
         "the body names the refused origin {origin}: {body}"
     );
 }
@@ -51,8 +49,8 @@ async fn the_bus_allows_no_origin_and_same_origin_and_refuses_others() {
     let server = TestServer::start().await;
     default_rule_holds(server.addr).await;
     // The `/ws` path is guarded too.
-    let response = upgrade_request_with(server.addr, "/ws", &[("Origin", "http://evil.example")])
-        .await;
+    let response =
+        upgrade_request_with(server.addr, "/ws", &[("Origin", "http://evil.example")]).await;
     assert_eq!(response.status, 403, "{response:?}");
 }
 

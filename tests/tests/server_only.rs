@@ -59,7 +59,10 @@ async fn publishing_to_a_system_channel_is_forbidden() {
     // Nothing reached the other member of the system channels (whatever
     // telemetry the server itself sends there, no client message).
     while let Some(frame) = watcher.try_recv(Duration::from_millis(300)).await {
-        assert_eq!(frame["sender"], "arqonbus", "only the server writes: {frame}");
+        assert_eq!(
+            frame["sender"], "arqonbus",
+            "only the server writes: {frame}"
+        );
     }
 }
 
@@ -81,7 +84,7 @@ async fn no_kind_of_client_envelope_reaches_a_system_channel() {
             let mut fields = target.clone();
             let extra = json!({"payload": {"a": 1}, "request_id": "arq_some_request",
                                "status": "success", "error_code": "X", "error": "x"});
-            for (key, value) in extra.as_object().unwrap() {
+            for (key, value) in extra.as_object().expect("an object") {
                 fields[key] = value.clone();
             }
             let frame = envelope(kind, fields);
@@ -91,7 +94,10 @@ async fn no_kind_of_client_envelope_reaches_a_system_channel() {
         }
     }
     while let Some(frame) = watcher.try_recv(Duration::from_millis(300)).await {
-        assert_eq!(frame["sender"], "arqonbus", "only the server writes: {frame}");
+        assert_eq!(
+            frame["sender"], "arqonbus",
+            "only the server writes: {frame}"
+        );
     }
 }
 
@@ -164,7 +170,12 @@ async fn invalid_argument_names_every_missing_argument() {
     for command in ["join_channel", "leave_channel", "channel_info", "history"] {
         let frame = client.send_command(command, json!({})).await;
         let reply = client.recv_reply_to(&frame["id"]).await;
-        assert_error(&reply, "INVALID_ARGUMENT", Some(&frame["id"]), Some(command));
+        assert_error(
+            &reply,
+            "INVALID_ARGUMENT",
+            Some(&frame["id"]),
+            Some(command),
+        );
         let fields = detail_fields(&reply);
         for name in ["room", "channel"] {
             assert!(
@@ -178,6 +189,11 @@ async fn invalid_argument_names_every_missing_argument() {
         .send_command("join_channel", json!({"room": "r"}))
         .await;
     let reply = client.recv_reply_to(&frame["id"]).await;
-    assert_error(&reply, "INVALID_ARGUMENT", Some(&frame["id"]), Some("join_channel"));
+    assert_error(
+        &reply,
+        "INVALID_ARGUMENT",
+        Some(&frame["id"]),
+        Some("join_channel"),
+    );
     assert_eq!(detail_fields(&reply), ["channel"], "{reply}");
 }

@@ -116,11 +116,15 @@ async fn the_connection_cap_refuses_with_503_until_a_slot_frees() {
     first.ws.close(None).await.expect("close");
     let _ = first.until_closed(Duration::from_secs(5)).await;
     drop(first);
-    eventually(Duration::from_secs(5), "a freed slot is reused", async || {
-        let (response, socket) = raw_upgrade(addr, "/", &[]).await;
-        drop(socket);
-        response.status == 101
-    })
+    eventually(
+        Duration::from_secs(5),
+        "a freed slot is reused",
+        async || {
+            let (response, socket) = raw_upgrade(addr, "/", &[]).await;
+            drop(socket);
+            response.status == 101
+        },
+    )
     .await;
 }
 

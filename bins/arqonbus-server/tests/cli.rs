@@ -97,8 +97,14 @@ fn an_invalid_redis_url_is_named_with_its_password_hidden() {
         let output = run_refused(server().env("ARQONBUS_REDIS_URL", url));
         assert_config_error(&output, "ARQONBUS_REDIS_URL");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!stderr.contains("hunter2"), "{url}: the password leaked: {stderr}");
-        assert!(stderr.contains("***"), "{url}: the password is shown as ***: {stderr}");
+        assert!(
+            !stderr.contains("hunter2"),
+            "{url}: the password leaked: {stderr}"
+        );
+        assert!(
+            stderr.contains("***"),
+            "{url}: the password is shown as ***: {stderr}"
+        );
     }
     let output = run_refused(server().args(["--redis-url", "http://:hunter2@host:6379"]));
     assert_config_error(&output, "--redis-url");

@@ -3,8 +3,6 @@
 //! no credential from the configuration, even when Redis is unreachable
 //! and its URL carries a password.
 
-#![allow(clippy::unwrap_used)]
-
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -29,7 +27,7 @@ async fn stderr_of_a_run(env: &[(&str, &str)], args: &[&str]) -> String {
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut child = command.spawn().expect("spawn");
-    let mut stderr = child.stderr.take().unwrap();
+    let mut stderr = child.stderr.take().expect("piped stderr");
     let collected = tokio::spawn(async move {
         let mut text = Vec::new();
         let _ = stderr.read_to_end(&mut text).await;
@@ -38,7 +36,7 @@ async fn stderr_of_a_run(env: &[(&str, &str)], args: &[&str]) -> String {
     let mut line = String::new();
     tokio::time::timeout(
         Duration::from_secs(20),
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line),
+        BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line),
     )
     .await
     .expect("addresses printed in time")
