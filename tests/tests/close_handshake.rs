@@ -162,6 +162,39 @@ async fn the_echo_carries_the_client_code() {
     }
 }
 
+/// A malformed client close is a framing violation too (RFC 6455 §5.5.1,
+/// §7.4): a one-byte payload or a code no endpoint may send gets 1002, a
+/// reason that is not UTF-8 gets 1007; an empty close is echoed empty.
+#[tokio::test]
+async fn malformed_client_closes_are_answered_with_1002_or_1007() {
+    let server = TestServer::full(|b| b).await;
+    let cases: [(&str, &[u8], u16); 4] = [
+        ("a one-byte close payload", &[0x03], 1002),
+        ("the reserved code 1005", &[0x03, 0xed], 1002),
+        ("the unassigned code 999", &[0x03, 0xe7], 1002),
+        (
+            "a reason that is not UTF-8",
+            &[0x03, 0xe8, 0xff, 0xfe],
+            1007,
+        ),
+    ];
+    for addr in [server.addr, server.telemetry_addr.expect("telemetry")] {
+        for (what, payload, expected) in cases {
+            let (code, reason) = close_after(addr, 0x88, true, payload).await;
+            assert_eq!(code, expected, "{addr}, {what}: {reason:?}");
+            assert!(!reason.is_empty(), "{addr}, {what}");
+        }
+        let mut socket = upgraded(addr).await;
+        socket.send_frame(0x88, true, &[]).await;
+        let close = socket.read_close().await;
+        assert_eq!(
+            close.close(),
+            None,
+            "{addr}: an empty close is echoed empty"
+        );
+    }
+}
+
 /// A valid text frame split across a fragment and its continuation is not
 /// a violation: the bus answers it.
 #[tokio::test]

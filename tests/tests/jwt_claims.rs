@@ -130,6 +130,14 @@ async fn reading_outside_the_patterns_is_forbidden() {
         let reply = user.recv_reply_to(&frame["id"]).await;
         assert_error(&reply, "FORBIDDEN", Some(&frame["id"]), Some(command));
     }
+    // Outside the patterns, whether a channel exists is not revealed.
+    for command in ["channel_info", "history"] {
+        let frame = user
+            .send_command(command, json!({"room": "secret", "channel": "nothing"}))
+            .await;
+        let reply = user.recv_reply_to(&frame["id"]).await;
+        assert_error(&reply, "FORBIDDEN", Some(&frame["id"]), Some(command));
+    }
     // Inside the patterns the same commands work.
     for command in ["channel_info", "history"] {
         let reply = user
@@ -187,6 +195,26 @@ async fn list_channels_shows_and_counts_only_permitted_channels() {
         .command("list_channels", json!({"room": "science"}))
         .await;
     assert_eq!(reply["payload"]["total"], 2, "{reply}");
+
+    // Paging walks the permitted channels only, each once.
+    let mut seen = Vec::new();
+    let mut cursor = Value::Null;
+    for _ in 0..5 {
+        let mut args = json!({"limit": 1});
+        if !cursor.is_null() {
+            args["cursor"] = cursor.clone();
+        }
+        let page = user.command("list_channels", args).await;
+        assert_eq!(page["status"], "success", "{page}");
+        assert_eq!(page["payload"]["total"], 2, "{page}");
+        seen.extend(keys_of(&page["payload"]["channels"]));
+        cursor = page["payload"]["next_cursor"].clone();
+        if cursor.is_null() {
+            break;
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["science:bio", "science:lab"]);
 }
 
 #[tokio::test]

@@ -104,3 +104,33 @@ async fn a_star_allows_every_origin() {
         }
     }
 }
+
+/// The list as an operator writes it in the environment: comma-separated,
+/// spaces allowed.
+#[tokio::test]
+async fn the_list_parses_as_the_environment_spells_it() {
+    let server = TestServer::with(|b| {
+        b.set(
+            "ARQONBUS_ALLOWED_ORIGINS",
+            "https://app.example.org, https://*.example.com",
+        )
+        .expect("a valid list")
+    })
+    .await;
+    assert_eq!(
+        with_origin(server.addr, "https://app.example.org")
+            .await
+            .status,
+        101
+    );
+    assert_eq!(
+        with_origin(server.addr, "https://x.example.com")
+            .await
+            .status,
+        101
+    );
+    assert_refused(
+        &with_origin(server.addr, "https://example.com").await,
+        "https://example.com",
+    );
+}

@@ -116,14 +116,28 @@ async fn the_connection_cap_refuses_with_503_until_a_slot_frees() {
     first.ws.close(None).await.expect("close");
     let _ = first.until_closed(Duration::from_secs(5)).await;
     drop(first);
+    let mut held = None;
     eventually(
         Duration::from_secs(5),
         "a freed slot is reused",
         async || {
             let (response, socket) = raw_upgrade(addr, "/", &[]).await;
-            drop(socket);
-            response.status == 101
+            let ok = response.status == 101;
+            if ok {
+                held = Some(socket);
+            }
+            ok
         },
+    )
+    .await;
+    assert_eq!(upgrade_request(addr, "/").await.status, 503, "full again");
+
+    // A socket that vanishes without a close frame frees its slot too.
+    drop(held);
+    eventually(
+        Duration::from_secs(5),
+        "an abruptly dropped slot is reused",
+        async || upgrade_request(addr, "/").await.status == 101,
     )
     .await;
 }
@@ -161,6 +175,19 @@ async fn oversized_inbound_frames_close_with_1009_small_ones_are_ignored() {
         }
         other => panic!("expected close 1009, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn an_oversized_binary_frame_closes_with_1009_too() {
+    let server = TestServer::full(|b| b).await;
+    let (mut socket, _) = server.telemetry("").await;
+    socket
+        .ws
+        .send(Message::Binary(vec![0u8; 4097].into()))
+        .await
+        .expect("send big");
+    let (ending, _) = socket.until_closed(Duration::from_secs(5)).await;
+    assert_eq!(ending.code(), Some(1009), "{ending:?}");
 }
 
 #[tokio::test]
