@@ -93,12 +93,15 @@ fn an_invalid_redis_url_is_named_with_its_password_hidden() {
         "http://:hunter2@host:6379",
         "http://user:hunter2@host:6379/0",
         "ftp://hunter2@host",
+        // Written unencoded, a `/` in the password is still the password.
+        "http://:hun/ter2@host:6379",
+        "http://:hun/hunter2@host:6379/0",
     ] {
         let output = run_refused(server().env("ARQONBUS_REDIS_URL", url));
         assert_config_error(&output, "ARQONBUS_REDIS_URL");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
-            !stderr.contains("hunter2"),
+            !stderr.contains("hunter2") && !stderr.contains("ter2"),
             "{url}: the password leaked: {stderr}"
         );
         assert!(
@@ -110,6 +113,28 @@ fn an_invalid_redis_url_is_named_with_its_password_hidden() {
     assert_config_error(&output, "--redis-url");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
+}
+
+/// A URL that passes configuration but not the Redis client's parser is
+/// refused at startup (EX_UNAVAILABLE, 69) with its password hidden too.
+#[test]
+fn a_redis_url_the_client_cannot_parse_hides_its_password() {
+    for url in [
+        "redis://:hun/ter2@127.0.0.1:1",
+        "redis://:hun?ter2@127.0.0.1:1",
+    ] {
+        let output = run_refused(
+            server()
+                .env("ARQONBUS_STORAGE", "redis")
+                .env("ARQONBUS_REDIS_URL", url),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_ne!(output.status.code(), Some(0), "{url}: {stderr}");
+        assert!(
+            !stderr.contains("ter2"),
+            "{url}: the password leaked: {stderr}"
+        );
+    }
 }
 
 /// SPEC §18: a credential that is set but empty or blank is invalid
