@@ -74,6 +74,8 @@ async fn listed_origins_and_wildcards_are_added() {
             "https://app.example.org",
             "https://a.example.com",
             "https://a.b.example.com",
+            "https://app.example.org:443",
+            "HTTPS://APP.EXAMPLE.ORG",
         ] {
             let response = with_origin(addr, allowed).await;
             assert_eq!(response.status, 101, "{allowed}: {response:?}");
@@ -83,6 +85,7 @@ async fn listed_origins_and_wildcards_are_added() {
             "https://evilexample.com",
             "http://app.example.org",
             "https://other.example.org",
+            "https://app.example.org:8443",
             "null",
         ] {
             assert_refused(&with_origin(addr, refused).await, refused);

@@ -167,7 +167,14 @@ async fn custom_event_types_are_still_rebroadcast() {
 async fn invalid_argument_names_every_missing_argument() {
     let server = TestServer::start().await;
     let mut client = server.connect().await;
-    for command in ["join_channel", "leave_channel", "channel_info", "history"] {
+    for command in [
+        "join_channel",
+        "leave_channel",
+        "channel_info",
+        "history",
+        "create_channel",
+        "delete_channel",
+    ] {
         let frame = client.send_command(command, json!({})).await;
         let reply = client.recv_reply_to(&frame["id"]).await;
         assert_error(
