@@ -371,6 +371,30 @@ async fn sigterm_closes_clients_with_1001_and_exits_zero() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// `--print-addrs` is how scripts know the server is up: a SIGTERM sent the
+/// moment the line appears must already be a graceful shutdown (exit 0),
+/// not the default action of the signal (killed, 143). Repeated, since the
+/// window it guards against is short.
+#[tokio::test]
+async fn sigterm_right_after_the_addresses_are_printed_is_graceful() {
+    for attempt in 0..12 {
+        let mut running = Running::start(|c| {
+            c.args(["--port", "0", "--telemetry-port", "0"]);
+        })
+        .await;
+        running.terminate();
+        let status = tokio::time::timeout(Duration::from_secs(10), running.child.wait())
+            .await
+            .expect("exits in time")
+            .expect("wait");
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "attempt {attempt}: {status:?} (killed by the signal instead of shutting down)"
+        );
+    }
+}
+
 /// A temporary file that is removed on drop.
 struct TempFile(std::path::PathBuf);
 
