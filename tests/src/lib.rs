@@ -457,10 +457,36 @@ pub async fn http_request(addr: SocketAddr, request: &str) -> HttpResponse {
 /// every header a real client sends, and reads the response head plus a
 /// `Content-Length` body. Does not need the server to close the socket.
 pub async fn upgrade_request(addr: SocketAddr, target: &str) -> HttpResponse {
-    let request = format!(
+    upgrade_request_with(addr, target, &[]).await
+}
+
+/// Like [`upgrade_request`], with extra request headers (`Origin`,
+/// `Authorization`…).
+pub async fn upgrade_request_with(
+    addr: SocketAddr,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
+    raw_upgrade(addr, target, headers).await.0
+}
+
+/// Sends a WebSocket upgrade request by hand over a fresh TCP connection
+/// and reads the response head (plus a `Content-Length` body when it is
+/// not a 101). After a 101 the returned [`RawSocket`] speaks raw frames:
+/// tests build exactly the bytes they mean, valid or not.
+pub async fn raw_upgrade(
+    addr: SocketAddr,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> (HttpResponse, RawSocket) {
+    let mut request = format!(
         "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
     );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut raw = Vec::new();
@@ -479,7 +505,9 @@ pub async fn upgrade_request(addr: SocketAddr, target: &str) -> HttpResponse {
                 // After a 101 the bytes are WebSocket frames, not a body.
                 let body_end = if switching { end + 4 } else { end + 4 + length };
                 if raw.len() >= body_end {
-                    return (head, raw[end + 4..body_end].to_vec());
+                    let body = raw[end + 4..body_end].to_vec();
+                    let rest = raw[body_end..].to_vec();
+                    return (head, body, rest);
                 }
             }
             let n = stream.read(&mut chunk).await.expect("read");
@@ -487,7 +515,7 @@ pub async fn upgrade_request(addr: SocketAddr, target: &str) -> HttpResponse {
             raw.extend_from_slice(&chunk[..n]);
         }
     };
-    let (head, body) = tokio::time::timeout(RECV_TIMEOUT, read_response)
+    let (head, body, rest) = tokio::time::timeout(RECV_TIMEOUT, read_response)
         .await
         .expect("response in time");
     let mut lines = head.lines();
@@ -500,10 +528,195 @@ pub async fn upgrade_request(addr: SocketAddr, target: &str) -> HttpResponse {
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    HttpResponse {
+    let response = HttpResponse {
         status,
         headers,
         body: String::from_utf8(body).expect("utf8 body"),
+    };
+    (
+        response,
+        RawSocket {
+            stream,
+            buffered: rest,
+        },
+    )
+}
+
+/// A WebSocket frame as it travelled on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFrame {
+    pub fin: bool,
+    /// The three reserved bits, `RSV1` highest.
+    pub rsv: u8,
+    pub opcode: u8,
+    pub masked: bool,
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    /// The close code and reason of a close frame (`None` for an empty
+    /// close payload).
+    pub fn close(&self) -> Option<(u16, String)> {
+        assert_eq!(self.opcode, 0x8, "not a close frame: {self:?}");
+        if self.payload.len() < 2 {
+            return None;
+        }
+        let code = u16::from_be_bytes([self.payload[0], self.payload[1]]);
+        let reason = String::from_utf8(self.payload[2..].to_vec()).expect("UTF-8 close reason");
+        Some((code, reason))
+    }
+}
+
+/// A TCP connection after a hand-made upgrade: frames are built and parsed
+/// here, byte by byte.
+#[derive(Debug)]
+pub struct RawSocket {
+    pub stream: TcpStream,
+    /// Bytes read past the response head.
+    pub buffered: Vec<u8>,
+}
+
+impl RawSocket {
+    /// Writes one frame: `first` is the whole first byte (FIN, RSV bits,
+    /// opcode), `mask` whether to mask the payload as clients must.
+    pub async fn send_frame(&mut self, first: u8, mask: bool, payload: &[u8]) {
+        let mut frame = vec![first];
+        let mask_bit = if mask { 0x80 } else { 0 };
+        match payload.len() {
+            n if n < 126 => frame.push(mask_bit | n as u8),
+            n if n <= usize::from(u16::MAX) => {
+                frame.push(mask_bit | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(mask_bit | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        if mask {
+            let key = [0x37, 0xfa, 0x21, 0x3d];
+            frame.extend_from_slice(&key);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        } else {
+            frame.extend_from_slice(payload);
+        }
+        self.stream.write_all(&frame).await.expect("write frame");
+    }
+
+    /// A masked, final text frame carrying `payload` (valid UTF-8 or not).
+    pub async fn send_text_bytes(&mut self, payload: &[u8]) {
+        self.send_frame(0x81, true, payload).await;
+    }
+
+    /// A masked close frame with `code` and `reason`.
+    pub async fn send_close(&mut self, code: u16, reason: &str) {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason.as_bytes());
+        self.send_frame(0x88, true, &payload).await;
+    }
+
+    async fn fill(&mut self, wanted: usize) -> bool {
+        let mut chunk = [0u8; 4096];
+        while self.buffered.len() < wanted {
+            let n = self.stream.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return false;
+            }
+            self.buffered.extend_from_slice(&chunk[..n]);
+        }
+        true
+    }
+
+    async fn read_frame_now(&mut self) -> Option<RawFrame> {
+        if !self.fill(2).await {
+            return None;
+        }
+        let (b0, b1) = (self.buffered[0], self.buffered[1]);
+        let masked = b1 & 0x80 != 0;
+        let (len, mut at) = match b1 & 0x7f {
+            126 => {
+                if !self.fill(4).await {
+                    return None;
+                }
+                (
+                    usize::from(u16::from_be_bytes([self.buffered[2], self.buffered[3]])),
+                    4,
+                )
+            }
+            127 => {
+                if !self.fill(10).await {
+                    return None;
+                }
+                let bytes: [u8; 8] = self.buffered[2..10].try_into().unwrap();
+                (usize::try_from(u64::from_be_bytes(bytes)).unwrap(), 10)
+            }
+            n => (usize::from(n), 2),
+        };
+        let key = if masked {
+            if !self.fill(at + 4).await {
+                return None;
+            }
+            let key: [u8; 4] = self.buffered[at..at + 4].try_into().unwrap();
+            at += 4;
+            Some(key)
+        } else {
+            None
+        };
+        if !self.fill(at + len).await {
+            return None;
+        }
+        let mut payload: Vec<u8> = self.buffered[at..at + len].to_vec();
+        if let Some(key) = key {
+            for (i, b) in payload.iter_mut().enumerate() {
+                *b ^= key[i % 4];
+            }
+        }
+        self.buffered.drain(..at + len);
+        Some(RawFrame {
+            fin: b0 & 0x80 != 0,
+            rsv: (b0 >> 4) & 0x7,
+            opcode: b0 & 0x0f,
+            masked,
+            payload,
+        })
+    }
+
+    /// The next frame, or `None` once the server ended the TCP connection;
+    /// panics if nothing happens within [`RECV_TIMEOUT`].
+    pub async fn read_frame(&mut self) -> Option<RawFrame> {
+        tokio::time::timeout(RECV_TIMEOUT, self.read_frame_now())
+            .await
+            .expect("a frame or the end of the connection in time")
+    }
+
+    /// Reads frames until a close frame, skipping data and ping frames;
+    /// panics if the connection ends without one.
+    pub async fn read_close(&mut self) -> RawFrame {
+        loop {
+            let frame = self
+                .read_frame()
+                .await
+                .expect("a close frame before the connection ends");
+            if frame.opcode == 0x8 {
+                return frame;
+            }
+        }
+    }
+
+    /// Whether the server ended the TCP connection within `wait` (reads and
+    /// discards anything before that).
+    pub async fn ends_within(&mut self, wait: Duration) -> bool {
+        let mut chunk = [0u8; 4096];
+        tokio::time::timeout(wait, async {
+            loop {
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok()
     }
 }
 

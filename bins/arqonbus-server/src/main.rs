@@ -97,24 +97,28 @@ fn install_logging(config: &Config) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers the SIGTERM and SIGINT handlers now, not when the returned
+/// future is first polled: `--print-addrs` tells scripts the server is up,
+/// and a signal sent the moment that line appears must already be a
+/// graceful shutdown (SPEC §11), not the signal's default action.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
@@ -169,6 +173,8 @@ async fn run(config: Config, print_addrs: bool) -> Result<(), ServerError> {
             None
         }
     };
+    // Before anything is bound or printed (see `shutdown_signal`).
+    let shutdown = shutdown_signal()?;
     let mut server = Server::bind(config).await?;
     if let Some(handle) = metrics {
         server = server.with_metrics(handle);
@@ -179,5 +185,5 @@ async fn run(config: Config, print_addrs: bool) -> Result<(), ServerError> {
         writeln!(stdout, "{addrs}")?;
         stdout.flush()?;
     }
-    server.run(shutdown_signal()).await
+    server.run(shutdown).await
 }

@@ -30,6 +30,28 @@ fn run(command: &mut Command) -> Output {
         .expect("run arqonbus-server")
 }
 
+/// Runs a configuration that should be refused at once; a server that
+/// starts anyway (on free ports) is killed after 10 s, so a missing check
+/// fails the test instead of hanging it.
+fn run_refused(command: &mut Command) -> Output {
+    let mut child = command
+        .args(["--port", "0", "--telemetry-port", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn arqonbus-server");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().expect("kill");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
 fn assert_config_error(output: &Output, names: &str) {
     assert_eq!(output.status.code(), Some(64), "exit status: {output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -62,6 +84,80 @@ fn invalid_values_exit_64_naming_the_key_as_written() {
         &run(server().env("ARQONBUS_CONFIG", "/nonexistent/env.toml")),
         "/nonexistent/env.toml",
     );
+}
+
+/// SPEC §18: errors that echo configuration hide credentials.
+#[test]
+fn an_invalid_redis_url_is_named_with_its_password_hidden() {
+    for url in [
+        "http://:hunter2@host:6379",
+        "http://user:hunter2@host:6379/0",
+        "ftp://hunter2@host",
+        // Written unencoded, a `/` in the password is still the password.
+        "http://:hun/ter2@host:6379",
+        "http://:hun/hunter2@host:6379/0",
+    ] {
+        let output = run_refused(server().env("ARQONBUS_REDIS_URL", url));
+        assert_config_error(&output, "ARQONBUS_REDIS_URL");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !stderr.contains("hunter2") && !stderr.contains("ter2"),
+            "{url}: the password leaked: {stderr}"
+        );
+        assert!(
+            stderr.contains("***"),
+            "{url}: the password is shown as ***: {stderr}"
+        );
+    }
+    let output = run_refused(server().args(["--redis-url", "http://:hunter2@host:6379"]));
+    assert_config_error(&output, "--redis-url");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
+}
+
+/// A URL that passes configuration but not the Redis client's parser is
+/// refused at startup (EX_UNAVAILABLE, 69) with its password hidden too.
+#[test]
+fn a_redis_url_the_client_cannot_parse_hides_its_password() {
+    for url in [
+        "redis://:hun/ter2@127.0.0.1:1",
+        "redis://:hun?ter2@127.0.0.1:1",
+    ] {
+        let output = run_refused(
+            server()
+                .env("ARQONBUS_STORAGE", "redis")
+                .env("ARQONBUS_REDIS_URL", url),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_ne!(output.status.code(), Some(0), "{url}: {stderr}");
+        assert!(
+            !stderr.contains("ter2"),
+            "{url}: the password leaked: {stderr}"
+        );
+    }
+}
+
+/// SPEC §18: a credential that is set but empty or blank is invalid
+/// configuration in every auth mode.
+#[test]
+fn blank_credentials_exit_64_in_every_auth_mode() {
+    for name in [
+        "ARQONBUS_ADMIN_TOKEN",
+        "ARQONBUS_JWT_SECRET",
+        "ARQONBUS_API_KEY",
+    ] {
+        for value in ["", "  ", "\t"] {
+            for mode in [None, Some("none"), Some("token"), Some("jwt")] {
+                let mut command = server();
+                command.env(name, value);
+                if let Some(mode) = mode {
+                    command.env("ARQONBUS_AUTH", mode);
+                }
+                // The blank key is named whatever else is missing.
+                assert_config_error(&run_refused(&mut command), name);
+            }
+        }
+    }
 }
 
 #[test]
@@ -273,6 +369,30 @@ async fn sigterm_closes_clients_with_1001_and_exits_zero() {
         .expect("exits within the grace period")
         .expect("wait");
     assert_eq!(status.code(), Some(0));
+}
+
+/// `--print-addrs` is how scripts know the server is up: a SIGTERM sent the
+/// moment the line appears must already be a graceful shutdown (exit 0),
+/// not the default action of the signal (killed, 143). Repeated, since the
+/// window it guards against is short.
+#[tokio::test]
+async fn sigterm_right_after_the_addresses_are_printed_is_graceful() {
+    for attempt in 0..12 {
+        let mut running = Running::start(|c| {
+            c.args(["--port", "0", "--telemetry-port", "0"]);
+        })
+        .await;
+        running.terminate();
+        let status = tokio::time::timeout(Duration::from_secs(10), running.child.wait())
+            .await
+            .expect("exits in time")
+            .expect("wait");
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "attempt {attempt}: {status:?} (killed by the signal instead of shutting down)"
+        );
+    }
 }
 
 /// A temporary file that is removed on drop.

@@ -693,6 +693,23 @@ fn redis_url_passwords_never_reach_errors() {
         "redis://user:***@host:6379/1"
     );
     assert_eq!(crate::redact_url("redis://secret@h"), "redis://***@h");
+    // Unencoded `/`, `?` or `#` in a password still hide it all.
+    for url in [
+        "redis://:hunt/er2@host:6379/0",
+        "redis://:hunt?er2@host:6379",
+        "redis://:hunt#er2@host:6379",
+        "redis://u:a/b@c@host:6379",
+    ] {
+        let shown = crate::redact_url(url);
+        assert!(
+            !shown.contains("er2") && !shown.contains("a/b"),
+            "{url} → {shown}"
+        );
+        assert!(
+            shown.ends_with("@host:6379/0") || shown.ends_with("@host:6379"),
+            "{shown}"
+        );
+    }
     assert_eq!(crate::redact_url("redis://h:1"), "redis://h:1");
 }
 

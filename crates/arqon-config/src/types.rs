@@ -340,10 +340,10 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<unparsable URL>".to_owned();
     };
-    // Credentials end at the last `@` before the path.
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
+    // Credentials end at the last `@`, even past a `/`, `?` or `#`: people
+    // write passwords unencoded (`redis://:pa/ss@host`), and hiding too much
+    // of a URL beats showing any of a password.
+    match rest.rsplit_once('@') {
         None => url.to_owned(),
         Some((userinfo, host)) => {
             let user = userinfo.split_once(':').map_or("***", |(user, _)| user);
@@ -352,7 +352,7 @@ pub fn redact_url(url: &str) -> String {
             } else {
                 "***".to_owned()
             };
-            format!("{scheme}://{hidden}@{host}{path}")
+            format!("{scheme}://{hidden}@{host}")
         }
     }
 }
