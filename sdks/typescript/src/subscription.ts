@@ -530,20 +530,24 @@ export class ManagedSubscription<P = JsonObject> implements Subscription<P> {
   }
 
   /** After a §16 notice: fetches the dropped messages, delivering those not seen. */
-  async #refill(firstDroppedSeq: number, goal: number, generation: number): Promise<void> {
+  async #refill(firstDroppedSeq: number, lastSeen: number, generation: number): Promise<void> {
+    let goal = lastSeen;
     let after = firstDroppedSeq - 1;
     const epoch = this.#epoch;
     try {
-      while (after < goal) {
+      for (;;) {
         const page = parseHistoryReply(
           await this.#host.request('history', {
             room: this.room,
             channel: this.channel,
             after_seq: after,
-            limit: Math.min(Math.max(goal - after, 1), HISTORY_PAGE),
+            limit: HISTORY_PAGE,
           }, false),
         );
         if (generation !== this.#host.generation() || page.epoch !== epoch || this.#state === 'ended') return;
+        // Messages dropped at the tail were never seen live: the channel's
+        // last seq, not ours, is how far the refill goes.
+        goal = Math.max(goal, page.last_seq);
         let progressed = false;
         for (const envelope of page.messages) {
           const seq = envelope.seq;
@@ -552,7 +556,7 @@ export class ManagedSubscription<P = JsonObject> implements Subscription<P> {
           progressed = true;
           if (this.#recent?.has(seq) !== true) this.#replay(envelope);
         }
-        if (!progressed) return;
+        if (!progressed || after >= goal) return;
       }
     } catch {
       // The lagged event was emitted; a failed refill leaves it at that.
