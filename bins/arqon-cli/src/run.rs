@@ -210,7 +210,7 @@ async fn send(
 
 /// What a channel subscription produced, for the one loop that prints.
 enum Item {
-    Event(ChannelKey, SubscriptionEvent),
+    Event(ChannelKey, Box<SubscriptionEvent>),
     Ended,
 }
 
@@ -240,7 +240,11 @@ async fn join_all(
         let key = key.clone();
         tokio::spawn(async move {
             while let Some(event) = subscription.recv().await {
-                if tx.send(Item::Event(key.clone(), event)).await.is_err() {
+                if tx
+                    .send(Item::Event(key.clone(), Box::new(event)))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -284,7 +288,7 @@ async fn subscribe(
             }
             item = items.recv() => match item {
                 Some(Item::Event(key, event)) => {
-                    if matches!(event, SubscriptionEvent::Removed { .. }) {
+                    if matches!(*event, SubscriptionEvent::Removed { .. }) {
                         removed += 1;
                     }
                     print_event(out, &key, &event)?;
