@@ -31,6 +31,7 @@
 
 mod accept;
 mod app;
+mod dashboard;
 mod http;
 mod origin;
 mod telemetry;

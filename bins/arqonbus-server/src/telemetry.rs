@@ -9,11 +9,13 @@ use std::net::SocketAddr;
 
 use arqon_commands::auth::{self, AuthError};
 use arqon_config::AuthMode;
-use arqon_protocol::{ClientId, Envelope, RawJson, SERVER_SENDER, close};
+use arqon_protocol::{ClientId, ClientType, Envelope, RawJson, SERVER_SENDER, close};
 use arqon_routing::{CloseReason, Outbound, Publisher, PushError, Role};
 use arqon_storage::StorageEvent;
 use arqon_telemetry::metrics::{AbortReason, ConnectionGauge};
-use arqon_telemetry::{Event, EventFilter, StatsSnapshot, run_stats};
+use arqon_telemetry::{
+    Event, EventFilter, StatsDetail, StatsSnapshot, StorageState, run_stats_with,
+};
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -33,8 +35,18 @@ use crate::ws::{
     unauthorized, write_loop,
 };
 
+/// The telemetry listener: the WebSocket stream at `/`, and the dashboard
+/// page (SPEC §19) for a `GET /` without an upgrade.
 pub fn router(app: Arc<App>) -> Router {
-    crate::http::finish(Router::new().route("/", get(upgrade)).with_state(app))
+    crate::http::finish(
+        Router::new()
+            .route("/", get(upgrade))
+            .route_layer(axum::middleware::from_fn_with_state(
+                app.clone(),
+                crate::dashboard::page_or_next,
+            ))
+            .with_state(app),
+    )
 }
 
 /// Inbound frames on the telemetry listener are ignored; larger ones than
@@ -266,7 +278,26 @@ pub async fn emit_stats(app: Arc<App>, stop: CancellationToken) {
             }
         }
     };
-    run_stats(telemetry, interval, sample, stop.cancelled_owned()).await;
+    let detail = move || {
+        let snapshot = app.bus.router().snapshot(StatsDetail::TOP_CHANNELS);
+        let clients_by_type = ClientType::ALL
+            .iter()
+            .map(|kind| {
+                let count = snapshot.clients_by_type.get(kind.as_str());
+                (*kind, count.copied().unwrap_or(0))
+            })
+            .collect();
+        let storage = app.bus.storage();
+        StatsDetail {
+            clients_by_type,
+            top_channels: snapshot.largest_channels,
+            storage: StorageState {
+                backend: storage.backend(),
+                degraded: storage.status().degraded,
+            },
+        }
+    };
+    run_stats_with(telemetry, interval, sample, detail, stop.cancelled_owned()).await;
 }
 
 /// Reports storage going degraded and recovering (SPEC §7, §8): telemetry

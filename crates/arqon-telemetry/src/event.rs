@@ -105,7 +105,7 @@ pub enum Event {
 }
 
 /// The `stats` event (SPEC §8).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Stats {
     pub connections: usize,
     /// Messages received per second over the interval.
@@ -116,6 +116,80 @@ pub struct Stats {
     pub route_latency_p99_us: u64,
     pub rooms: usize,
     pub channels: usize,
+    /// What the dashboard needs besides the counters (SPEC §19); its
+    /// fields are written only when it is present.
+    pub detail: Option<StatsDetail>,
+}
+
+/// The dashboard fields of a `stats` event (SPEC §19): `clients_by_type`
+/// (`{"human":n,…}`, every type listed), `top_channels` (the channels with
+/// most members, largest first, `[{room,channel,members}]`) and `storage`
+/// (`{backend,degraded}`). Bounded: the server keeps
+/// [`StatsDetail::TOP_CHANNELS`] channels.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatsDetail {
+    pub clients_by_type: Vec<(ClientType, usize)>,
+    pub top_channels: Vec<(ChannelKey, usize)>,
+    pub storage: StorageState,
+}
+
+impl StatsDetail {
+    /// How many channels `top_channels` lists at most.
+    pub const TOP_CHANNELS: usize = 10;
+}
+
+/// The storage backend and whether it is degraded (SPEC §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StorageState {
+    pub backend: StorageBackend,
+    pub degraded: bool,
+}
+
+/// `clients_by_type` as a JSON object.
+struct ByType<'a>(&'a [(ClientType, usize)]);
+
+impl Serialize for ByType<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (kind, count) in self.0 {
+            map.serialize_entry(kind.as_str(), count)?;
+        }
+        map.end()
+    }
+}
+
+/// `top_channels` as `[{room,channel,members}]`.
+struct TopChannels<'a>(&'a [(ChannelKey, usize)]);
+
+impl Serialize for TopChannels<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for (key, members) in self.0 {
+            seq.serialize_element(&ChannelMembers {
+                room: key.room(),
+                channel: key.channel(),
+                members: *members,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct ChannelMembers<'a> {
+    room: &'a str,
+    channel: &'a str,
+    members: usize,
+}
+
+impl Serialize for StorageState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("backend", self.backend.as_str())?;
+        map.serialize_entry("degraded", &self.degraded)?;
+        map.end()
+    }
 }
 
 /// The `status` of a `command_executed` event.
@@ -381,6 +455,11 @@ impl Serialize for Payload<'_> {
                 map.serialize_entry("route_latency_p99_us", &stats.route_latency_p99_us)?;
                 map.serialize_entry("rooms", &stats.rooms)?;
                 map.serialize_entry("channels", &stats.channels)?;
+                if let Some(detail) = &stats.detail {
+                    map.serialize_entry("clients_by_type", &ByType(&detail.clients_by_type))?;
+                    map.serialize_entry("top_channels", &TopChannels(&detail.top_channels))?;
+                    map.serialize_entry("storage", &detail.storage)?;
+                }
             }
             Event::AgentActivity {
                 client_id,
@@ -566,6 +645,7 @@ mod tests {
                     route_latency_p99_us: 900,
                     rooms: 2,
                     channels: 3,
+                    detail: None,
                 }),
                 json!({"eventType": "stats", "connections": 10, "messages_in_per_sec": 12.5,
                        "messages_out_per_sec": 25.0, "route_latency_p50_us": 40,
@@ -660,6 +740,35 @@ mod tests {
         );
         assert_eq!(json["metadata"], json!({"source": "sdk"}));
         assert_ne!(json["timestamp"], "2026-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn stats_detail_is_written_when_present() {
+        let event = Event::Stats(Stats {
+            connections: 3,
+            detail: Some(StatsDetail {
+                clients_by_type: vec![(ClientType::Human, 2), (ClientType::AiAgent, 1)],
+                top_channels: vec![(ChannelKey::new("lobby", "general").expect("valid"), 2)],
+                storage: StorageState {
+                    backend: StorageBackend::Redis,
+                    degraded: true,
+                },
+            }),
+            ..Stats::default()
+        });
+        let payload = &encode(&event)["payload"];
+        assert_eq!(
+            payload["clients_by_type"],
+            json!({"human": 2, "ai-agent": 1})
+        );
+        assert_eq!(
+            payload["top_channels"],
+            json!([{"room": "lobby", "channel": "general", "members": 2}])
+        );
+        assert_eq!(
+            payload["storage"],
+            json!({"backend": "redis", "degraded": true})
+        );
     }
 
     #[test]

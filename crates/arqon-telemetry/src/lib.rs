@@ -41,8 +41,8 @@ mod stats;
 
 pub use arqon_config::TelemetryConfig;
 pub use error::TelemetryError;
-pub use event::{AgentAction, ClientEvent, CommandStatus, Event, Stats};
+pub use event::{AgentAction, ClientEvent, CommandStatus, Event, Stats, StatsDetail, StorageState};
 pub use filter::EventFilter;
 pub use hub::{ChannelTarget, DEFAULT_CAPACITY, Published, Subscription, Telemetry};
 pub use latency::{LatencySnapshot, RouteLatency};
-pub use stats::{StatsSampler, StatsSnapshot, run_stats};
+pub use stats::{StatsSampler, StatsSnapshot, run_stats, run_stats_with};

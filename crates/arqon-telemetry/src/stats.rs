@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::latency::LatencySnapshot;
-use crate::{Event, Stats, Telemetry};
+use crate::{Event, Stats, StatsDetail, Telemetry};
 
 /// What the server reports at each stats tick: cumulative counters (since
 /// startup) and current gauges.
@@ -65,6 +65,7 @@ impl StatsSampler {
             route_latency_p99_us: latency.quantile_us(0.99),
             rooms: now.rooms,
             channels: now.channels,
+            detail: None,
         };
         self.at = at;
         self.messages_in = now.messages_in;
@@ -107,9 +108,48 @@ impl StatsSampler {
 /// and short lock-free reads. A late tick is not caught up (the next one
 /// is scheduled `every` after it); rates use the real elapsed time. Uses
 /// tokio time, so tests can pause it.
-pub async fn run_stats<F, S>(telemetry: Telemetry, every: Duration, mut sample: F, shutdown: S)
+pub async fn run_stats<F, S>(telemetry: Telemetry, every: Duration, sample: F, shutdown: S)
 where
     F: FnMut() -> StatsSnapshot,
+    S: Future<Output = ()>,
+{
+    run_stats_inner(
+        telemetry,
+        every,
+        sample,
+        None::<fn() -> StatsDetail>,
+        shutdown,
+    )
+    .await;
+}
+
+/// [`run_stats`], with the dashboard fields of SPEC §19 in every `stats`
+/// event: `detail` runs once per tick, after `sample` (the server takes a
+/// router snapshot: clients by type, the
+/// [`StatsDetail::TOP_CHANNELS`] largest channels, and the storage state).
+pub async fn run_stats_with<F, D, S>(
+    telemetry: Telemetry,
+    every: Duration,
+    sample: F,
+    detail: D,
+    shutdown: S,
+) where
+    F: FnMut() -> StatsSnapshot,
+    D: FnMut() -> StatsDetail,
+    S: Future<Output = ()>,
+{
+    run_stats_inner(telemetry, every, sample, Some(detail), shutdown).await;
+}
+
+async fn run_stats_inner<F, D, S>(
+    telemetry: Telemetry,
+    every: Duration,
+    mut sample: F,
+    mut detail: Option<D>,
+    shutdown: S,
+) where
+    F: FnMut() -> StatsSnapshot,
+    D: FnMut() -> StatsDetail,
     S: Future<Output = ()>,
 {
     let every = every.max(Duration::from_millis(1));
@@ -129,7 +169,8 @@ where
         let now = sample();
         crate::metrics::set_bus_gauges(&now);
         let latency = telemetry.route_latency().take();
-        let stats = sampler.sample(Instant::now(), &now, &latency);
+        let mut stats = sampler.sample(Instant::now(), &now, &latency);
+        stats.detail = detail.as_mut().map(|detail| detail());
         telemetry.emit(Event::Stats(stats));
     }
 }
