@@ -22,6 +22,7 @@ mod bus;
 mod commands;
 mod error;
 mod limits;
+mod operator;
 mod session;
 
 pub use args::Args;
@@ -29,4 +30,5 @@ pub use bus::{Bus, PRODUCT_NAME, ServerInfo};
 pub use commands::{COMMANDS, CommandFuture, Ctx, Dispatched, Handler, dispatch};
 pub use error::CommandError;
 pub use limits::{TokenBucket, ViolationWindow};
+pub use operator::{OPERATOR_CLOSE, ServerPublished};
 pub use session::{Flow, MAX_PENDING_REPLIES, Session, VIOLATIONS_CLOSE};
