@@ -472,3 +472,56 @@ async fn delete_channel(
     path_args(path, &mut args)?;
     Ok(axum::Json(run(&app, "delete_channel", args).await?).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> QueryPairs {
+        Ok(Query(
+            list.iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+        ))
+    }
+
+    const HISTORY: &[(&str, Param)] = &[
+        ("limit", Param::Integer),
+        ("after_seq", Param::Integer),
+        ("since", Param::Text),
+        ("force", Param::Boolean),
+    ];
+
+    #[test]
+    fn query_values_become_typed_arguments() {
+        let args = query_args(
+            pairs(&[
+                ("limit", "10"),
+                ("after_seq", "-3"),
+                ("since", "2026-01-01T00:00:00Z"),
+                ("force", "TRUE"),
+                ("other", "ignored"),
+            ]),
+            HISTORY,
+        )
+        .expect("valid");
+        assert_eq!(
+            Value::Object(args),
+            json!({"limit": 10, "after_seq": -3, "since": "2026-01-01T00:00:00Z", "force": true})
+        );
+        let empty = query_args(pairs(&[("limit", ""), ("force", "")]), HISTORY).expect("valid");
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn every_bad_query_value_is_named() {
+        let err = query_args(
+            pairs(&[("limit", "ten"), ("after_seq", "1.5"), ("force", "yes")]),
+            HISTORY,
+        )
+        .expect_err("invalid");
+        assert_eq!(err.code, ErrorCode::InvalidArgument);
+        let fields: Vec<&str> = err.details.iter().map(|d| d.field.as_str()).collect();
+        assert_eq!(fields, ["limit", "after_seq", "force"]);
+    }
+}

@@ -15,7 +15,7 @@ use arqon_protocol::{
     ChannelKey, ClientId, Envelope, EnvelopeType, ErrorCode, RawJson, SERVER_SENDER, close,
     now_rfc3339,
 };
-use arqon_routing::{CloseReason, Publisher, RoutingError};
+use arqon_routing::{ChannelKind, CloseReason, Publisher, RoutingError};
 use arqon_storage::Stored;
 use bytes::Bytes;
 
@@ -49,7 +49,8 @@ impl Bus {
     ///
     /// In cluster mode the message is sequenced, stored and broadcast
     /// through Redis like a client's; should Redis fail, it is routed on
-    /// this node alone, as a client's publish is.
+    /// this node alone, as a client's publish is. A system channel is per
+    /// node in a cluster: its message reaches this node's members only.
     ///
     /// # Cancel safety
     /// Not cancel safe: once sequenced the message is delivered whether or
@@ -74,7 +75,10 @@ impl Bus {
         let mut envelope = Envelope::<RawJson>::new(EnvelopeType::Message);
         envelope.payload = Some(payload);
         envelope.metadata = metadata;
-        if let Some(cluster) = self.cluster_route().cloned() {
+        // System channels are per node (SPEC §10: they describe the node
+        // that emits them), so they never go through the cluster.
+        let shared = channel.kind() != ChannelKind::System;
+        if let Some(cluster) = self.cluster_route().filter(|_| shared).cloned() {
             let mut stamped = envelope.clone();
             stamped.sender = Some(SERVER_SENDER.to_owned());
             stamped.timestamp = now_rfc3339();
