@@ -1,10 +1,13 @@
 //! What every request and connection of one server shares.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arqon_commands::Bus;
 use arqon_config::{Config, StorageMode};
+use arqon_protocol::ClientId;
+use arqon_routing::{Client, Profile, Role};
 use arqon_storage::Storage;
 use arqon_storage::cluster::Cluster;
 use arqon_telemetry::metrics::PrometheusHandle;
@@ -44,7 +47,17 @@ pub struct App {
     /// Renders `/metrics`; `None` when no recorder was installed (an
     /// embedder that did not ask for metrics).
     pub metrics: Option<PrometheusHandle>,
+    /// The client the HTTP server API runs commands as (SPEC §17): admin,
+    /// no channel restrictions, never registered with the router. Its id
+    /// starts with `arqonbus`, reserved for the server, so no real client
+    /// has it.
+    pub operator: Arc<Client>,
 }
+
+/// The HTTP server API's client id.
+pub const OPERATOR_ID: &str = "arqonbus-api";
+/// The operator's outbound queue: never written to (it joins nothing).
+const OPERATOR_QUEUE_BYTES: usize = 4096;
 
 impl App {
     pub fn new(
@@ -59,6 +72,13 @@ impl App {
         }
         let bus = Arc::new(bus);
         let origins = OriginPolicy::new(&config.server.allowed_origins);
+        let operator = Arc::new(Client::new(
+            ClientId::new(OPERATOR_ID).expect("a valid client id"),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Role::Admin,
+            Profile::default(),
+            OPERATOR_QUEUE_BYTES,
+        ));
         Arc::new(Self {
             config,
             bus,
@@ -70,6 +90,7 @@ impl App {
             origins,
             tasks: TaskTracker::new(),
             metrics,
+            operator,
         })
     }
 

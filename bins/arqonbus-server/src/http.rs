@@ -1,4 +1,5 @@
-//! HTTP endpoints (SPEC §12) and the axum router of the bus listener.
+//! HTTP endpoints (SPEC §12), the server API's routes (§17, in `api`), and
+//! the axum router of the bus listener.
 
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use arqon_telemetry::metrics::{
 };
 
 use crate::app::{App, BUILD_DATE, GIT_COMMIT, VERSION};
-use crate::ws;
+use crate::{api, ws};
 
 /// The bus listener: WebSocket at `/` and `/ws`, plus the HTTP endpoints.
 pub fn bus_router(app: Arc<App>) -> Router {
@@ -26,14 +27,14 @@ pub fn bus_router(app: Arc<App>) -> Router {
         Router::new()
             .route("/", get(ws::upgrade))
             .route("/ws", get(ws::upgrade))
-            .merge(http_routes())
+            .merge(http_routes(&app))
             .with_state(app),
     )
 }
 
 /// The HTTP endpoints alone, for the optional `ARQONBUS_HTTP_PORT` listener.
 pub fn http_router(app: Arc<App>) -> Router {
-    finish(http_routes().with_state(app))
+    finish(http_routes(&app).with_state(app))
 }
 
 /// What every listener's router shares (SPEC §12, §18): JSON bodies for
@@ -94,12 +95,14 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
         .into_response()
 }
 
-fn http_routes() -> Router<Arc<App>> {
+/// The §12 endpoints, and the §17 server API when it is enabled.
+fn http_routes(app: &Arc<App>) -> Router<Arc<App>> {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/version", get(version))
         .route("/metrics", get(metrics))
+        .merge(api::routes(app))
 }
 
 async fn allow_any_origin(mut response: Response) -> Response {

@@ -30,6 +30,7 @@
 //! state (the tracing subscriber is installed by `main.rs` only).
 
 mod accept;
+mod api;
 mod app;
 mod dashboard;
 mod http;

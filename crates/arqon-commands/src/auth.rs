@@ -77,6 +77,13 @@ struct Claims {
     channels: Option<Vec<String>>,
 }
 
+/// Whether `given` is the HTTP API key (SPEC §17), compared in constant
+/// time. `None` when the API is disabled (no key configured).
+pub fn api_key_matches(config: &AuthConfig, given: &str) -> Option<bool> {
+    let key = config.api_key.as_ref()?;
+    Some(bool::from(given.as_bytes().ct_eq(key.expose().as_bytes())))
+}
+
 /// Authenticates a connection from `peer` that presented `token`.
 pub fn authenticate(
     config: &AuthConfig,

@@ -145,6 +145,7 @@ impl Bus {
                     }
                 }
             }
+            Inbound::Disconnect { target } => self.disconnect_here(&target),
             Inbound::ChannelDeleted(key) => {
                 // Gone already on the node that deleted it.
                 let _ = self.delete_channel_here(&key, true);

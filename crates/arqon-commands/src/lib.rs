@@ -8,7 +8,9 @@
 //!
 //! Key types: [`Bus`] (what all sessions of a server share), [`Session`]
 //! (per connection: rate limit, violation window, publish, acks, command
-//! dispatch), [`CommandError`], and the handler table [`COMMANDS`].
+//! dispatch), [`CommandError`], and the handler table [`COMMANDS`]. The
+//! HTTP server API's publish, send and disconnect (SPEC §17) are `Bus`
+//! methods in `operator.rs`, next to the session's own publish path.
 //!
 //! Invariants: every command gets exactly one reply, in the order the
 //! commands arrived (replies are queued synchronously while the frame is
@@ -22,6 +24,7 @@ mod bus;
 mod commands;
 mod error;
 mod limits;
+mod operator;
 mod session;
 
 pub use args::Args;
@@ -29,4 +32,5 @@ pub use bus::{Bus, PRODUCT_NAME, ServerInfo};
 pub use commands::{COMMANDS, CommandFuture, Ctx, Dispatched, Handler, dispatch};
 pub use error::CommandError;
 pub use limits::{TokenBucket, ViolationWindow};
+pub use operator::{OPERATOR_CLOSE, ServerPublished};
 pub use session::{Flow, MAX_PENDING_REPLIES, Session, VIOLATIONS_CLOSE};

@@ -725,7 +725,7 @@ impl Session {
 /// Records a message the router has just sequenced in history. Called
 /// under the channel lock, so history is in `seq` order; asks for a ticket
 /// only when an ack will wait on it.
-fn record(storage: &Storage, sequenced: &Sequenced<'_>, want_ticket: bool) -> Stored {
+pub(crate) fn record(storage: &Storage, sequenced: &Sequenced<'_>, want_ticket: bool) -> Stored {
     let entry = Entry {
         key: sequenced.key.clone(),
         seq: sequenced.seq,

@@ -89,6 +89,9 @@ pub enum Inbound {
     Direct { target: String, frame: Bytes },
     /// A channel was deleted (on some node): remove it here too.
     ChannelDeleted(ChannelKey),
+    /// An operator disconnected a client of this node (through another
+    /// node's HTTP API, SPEC §17): close its connection.
+    Disconnect { target: String },
 }
 
 /// A sequenced channel message as broadcast by the publish script.
@@ -205,6 +208,8 @@ const CHANNELS_KEY: &str = "arqonbus:{cluster}:channels";
 const CONTROL_CHANNEL: &str = "arqonbus:control";
 const NODES_KEY: &str = "arqonbus:{cluster}:nodes";
 const NODE_CHANNEL_PREFIX: &str = "arqonbus:node:";
+/// The header kind of a disconnect sent to a node: `disconnect\t<id>`.
+const DISCONNECT_HEADER: &str = "disconnect";
 const LIVE_PREFIX: &str = "arqonbus:{";
 const LIVE_SUFFIX: &str = "}:live";
 
@@ -506,6 +511,34 @@ impl Cluster {
                 Value::Integer(now_ms()),
                 Value::Integer(millis(self.inner.settings.node_ttl)),
                 Value::from(NODE_CHANNEL_PREFIX),
+            ],
+        );
+        let found: i64 = self
+            .inner
+            .client
+            .custom(command, args)
+            .await
+            .map_err(unavailable)?;
+        Ok(found == 1)
+    }
+
+    /// Asks whichever live node holds client `target` to close its
+    /// connection (an operator's disconnect, SPEC §17). `Ok(false)`: no
+    /// live node has that client.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe (the script runs once sent).
+    pub async fn disconnect(&self, target: &str) -> Result<bool, StorageError> {
+        let (command, args) = eval(
+            scripts::DIRECT,
+            vec![CLIENTS_KEY.to_owned(), NODES_KEY.to_owned()],
+            vec![
+                Value::from(target),
+                Value::from(""),
+                Value::Integer(now_ms()),
+                Value::Integer(millis(self.inner.settings.node_ttl)),
+                Value::from(NODE_CHANNEL_PREFIX),
+                Value::from(format!("{DISCONNECT_HEADER}\t{target}")),
             ],
         );
         let found: i64 = self
@@ -1146,6 +1179,12 @@ fn parse(channel: &str, payload: Bytes) -> Option<Inbound> {
         };
     }
     if channel.starts_with(NODE_CHANNEL_PREFIX) {
+        // Client ids never contain a tab: a tabbed header is a control.
+        if let Some((kind, target)) = header.split_once('\t') {
+            return (kind == DISCONNECT_HEADER).then(|| Inbound::Disconnect {
+                target: target.to_owned(),
+            });
+        }
         return Some(Inbound::Direct {
             target: header.to_owned(),
             frame,
@@ -1197,6 +1236,17 @@ mod tests {
         };
         assert_eq!(target, "arq_client_9");
         assert_eq!(&frame[..], b"{\"y\":2}");
+    }
+
+    #[test]
+    fn disconnects_parse() {
+        let payload = Bytes::from_static(b"disconnect\tarq_client_9\n");
+        let Some(Inbound::Disconnect { target }) = parse("arqonbus:node:n1", payload) else {
+            panic!("not parsed");
+        };
+        assert_eq!(target, "arq_client_9");
+        let unknown = Bytes::from_static(b"other\tarq_client_9\n");
+        assert!(parse("arqonbus:node:n1", unknown).is_none());
     }
 
     #[test]

@@ -80,7 +80,8 @@ return total
 ///
 /// KEYS: the client registry, the node registry.
 /// ARGV: target client id, envelope JSON, now (ms), node TTL (ms), the
-/// Pub/Sub name prefix of nodes.
+/// Pub/Sub name prefix of nodes, and optionally the header to publish
+/// instead of the target id (a disconnect's `disconnect\t<id>`).
 ///
 /// Returns 1 when the target is registered on a live node (the frame was
 /// published to that node), 0 otherwise; a registration on a dead node is
@@ -95,7 +96,7 @@ if not seen or tonumber(seen) < tonumber(ARGV[3]) - tonumber(ARGV[4]) then
   redis.call('HDEL', KEYS[1], ARGV[1])
   return 0
 end
-redis.call('PUBLISH', ARGV[5] .. node, ARGV[1] .. '\n' .. ARGV[2])
+redis.call('PUBLISH', ARGV[5] .. node, (ARGV[6] or ARGV[1]) .. '\n' .. ARGV[2])
 return 1
 ";
 
