@@ -184,11 +184,18 @@ async fn under_drop_a_stalled_subscriber_misses_messages_but_stays() {
     let ping = stalled.send_command("ping", json!({})).await;
     let mut received = 0u64;
     let mut last_seq = 0;
+    let mut lagged = 0;
     loop {
         let frame = stalled.recv().await;
         if frame["request_id"] == ping["id"] {
             assert_eq!(frame["status"], "success");
             break;
+        }
+        if frame["type"] == "system" {
+            // The lagged notice of SPEC §16 counts what was dropped.
+            assert_eq!(frame["payload"]["event"], "lagged", "{frame}");
+            lagged += frame["payload"]["dropped"].as_u64().expect("dropped");
+            continue;
         }
         let seq = frame["seq"].as_u64().expect("a channel message");
         assert!(seq > last_seq, "in order: {seq} after {last_seq}");
@@ -200,5 +207,9 @@ async fn under_drop_a_stalled_subscriber_misses_messages_but_stays() {
         received + dropped,
         MESSAGES,
         "every message was either delivered to it or counted as dropped"
+    );
+    assert!(
+        lagged > 0 && lagged <= dropped,
+        "lagged {lagged} of {dropped}"
     );
 }

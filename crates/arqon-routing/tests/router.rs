@@ -338,8 +338,15 @@ fn a_full_queue_disconnects_or_drops_that_subscriber_only() {
             }
             SlowConsumerPolicy::Drop => {
                 assert!(!stalled.outbound().is_closing());
-                let kept = received(&stalled).len();
+                let frames = received(&stalled);
+                let (notices, messages): (Vec<_>, Vec<_>) =
+                    frames.iter().partition(|frame| frame["type"] == "system");
+                let kept = messages.len();
                 assert!(kept > 0 && kept < 20, "kept {kept}");
+                // What was dropped is owed a lagged notice (SPEC §16).
+                assert_eq!(notices.len(), 1, "{notices:?}");
+                assert_eq!(notices[0]["payload"]["event"], "lagged");
+                assert_eq!(notices[0]["payload"]["dropped"], 20 - kept as u64);
                 assert_eq!(
                     router
                         .stats()
