@@ -306,6 +306,20 @@ impl TestClient {
         }
     }
 
+    /// The next text frame as sent, unparsed (to check its size).
+    pub async fn ws_next_text(&mut self) -> String {
+        loop {
+            let message = tokio::time::timeout(RECV_TIMEOUT, self.ws.next())
+                .await
+                .expect("a frame arrives in time");
+            match message {
+                Some(Ok(Message::Text(text))) => return text.as_str().to_owned(),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
     /// Asserts nothing arrives within `wait`.
     pub async fn expect_silence(&mut self, wait: Duration) {
         if let Some(frame) = self.try_recv(wait).await {

@@ -105,6 +105,10 @@ pub struct Session {
     bucket: TokenBucket,
     violations: ViolationWindow,
     pending: VecDeque<PendingReply>,
+    /// Bytes of the encoded replies in `pending`: bounded like the queue,
+    /// so a client that sends requests and never reads cannot make the
+    /// server hold more than its queue's worth of replies (SPEC §18).
+    pending_bytes: usize,
 }
 
 impl std::fmt::Debug for Session {
@@ -131,6 +135,7 @@ impl Session {
             bucket,
             violations,
             pending: VecDeque::new(),
+            pending_bytes: 0,
         }
     }
 
@@ -143,6 +148,7 @@ impl Session {
     /// pending replies resolve.
     pub fn can_read(&self) -> bool {
         self.pending.len() < MAX_PENDING_REPLIES
+            && self.pending_bytes <= self.client.outbound().capacity()
     }
 
     /// Waits for the oldest pending reply, sends it and every ready reply
@@ -158,8 +164,10 @@ impl Session {
                 Some(PendingReply::Waiting(future, key)) => match future.as_mut().await {
                     Some(envelope) => {
                         let release = Release::after(key.take(), &envelope);
+                        let frame = Bytes::from(envelope.to_json());
+                        self.pending_bytes += frame.len();
                         if let Some(front) = self.pending.front_mut() {
-                            *front = PendingReply::Ready(Bytes::from(envelope.to_json()), release);
+                            *front = PendingReply::Ready(frame, release);
                         }
                     }
                     None => {
@@ -171,6 +179,7 @@ impl Session {
                 },
                 Some(PendingReply::Ready(frame, release)) => {
                     let frame = frame.clone();
+                    let frame_len = frame.len();
                     let release = release.take();
                     if let Some(frame) = self.try_deliver(frame) {
                         // Full under the `drop` policy: a reply is never
@@ -180,6 +189,7 @@ impl Session {
                         let _ = outbound.push_when_room(frame).await;
                     }
                     self.released(release);
+                    self.pending_bytes = self.pending_bytes.saturating_sub(frame_len);
                     self.pending.pop_front();
                 }
             }
@@ -675,7 +685,10 @@ impl Session {
             Some(frame)
         };
         match waiting {
-            Some(frame) => self.pending.push_back(PendingReply::Ready(frame, release)),
+            Some(frame) => {
+                self.pending_bytes += frame.len();
+                self.pending.push_back(PendingReply::Ready(frame, release));
+            }
             None => self.released(release),
         }
     }

@@ -277,9 +277,9 @@ impl Outbound {
     /// Waits for work: moves every queued frame into `buf` and returns
     /// [`Batch::Frames`], or, once the queue is empty and a close was
     /// requested, returns [`Batch::Close`]. A lagged notice that is owed
-    /// (SPEC §16) is added after the frames, as soon as the queue has room
-    /// again (it has: this drains it) and at most once per second; it
-    /// never counts against the budget, so it is never dropped.
+    /// (SPEC §16) leads the batch, as soon as the queue has room again (it
+    /// has: this drains it) and at most once per second; it never counts
+    /// against the budget, so it is never dropped.
     ///
     /// # Cancel safety
     /// Cancel safe: frames are moved into `buf` only on the poll that
@@ -291,8 +291,10 @@ impl Outbound {
                 let mut state = self.state();
                 let notice = state.lag.take_due(now);
                 if !state.frames.is_empty() || notice.is_some() {
-                    buf.extend(state.frames.drain(..));
+                    // The notice goes first: every message queued after the
+                    // drops it reports follows it.
                     buf.extend(notice);
+                    buf.extend(state.frames.drain(..));
                     state.bytes = 0;
                     drop(state);
                     self.shared.room.notify_waiters();
