@@ -563,3 +563,49 @@ fn a_sequenced_message_is_delivered_even_after_its_seq_was_learnt() {
     let (epoch, seq) = router.channel(&channel).expect("channel").sequence();
     assert_eq!((&*epoch, seq), ("fresh", 1));
 }
+
+/// SPEC §15 in a big room: 10,000 members with presence on. A new joiner
+/// is sent no presence event at all (its join reply is the only frame it
+/// gets, from the session), and each member gets exactly one frame for the
+/// join — one encoding shared by all of them.
+#[test]
+fn a_join_into_a_big_presence_room_costs_one_frame_per_member_and_none_for_the_joiner() {
+    const MEMBERS: usize = 10_000;
+    let router = Router::new(
+        &RoutingConfig {
+            max_subscriptions: 10,
+            ..RoutingConfig::default()
+        },
+        &[],
+    );
+    let room = key("big:room");
+    let members: Vec<Arc<Client>> = (0..MEMBERS).map(|_| client()).collect();
+    for member in &members {
+        router.join(member, &room).expect("join");
+    }
+    // Presence on for everyone (an idempotent join announces nothing).
+    let presence = arqon_routing::JoinOptions {
+        presence: true,
+        hold: false,
+    };
+    for member in &members {
+        router.join_with(member, &room, presence).expect("join");
+    }
+    let joiner = client();
+    let joined = router.join_with(&joiner, &room, presence).expect("join");
+    assert_eq!(joined.participant_count, MEMBERS + 1);
+    assert_eq!(joiner.outbound().queued_bytes(), 0, "nothing for the joiner");
+    let first = members[0].outbound().queued_bytes();
+    assert!(first > 0, "members hear of the join");
+    for member in &members {
+        assert_eq!(
+            member.outbound().queued_bytes(),
+            first,
+            "one event, the same bytes, per member"
+        );
+    }
+    let events = received(&members[MEMBERS - 1]);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["payload"]["event"], "join");
+    assert_eq!(events[0]["payload"]["participant_count"], MEMBERS as u64 + 1);
+}
