@@ -366,3 +366,47 @@ async def test_live_messages_during_recovery_are_buffered_not_lost(
     await nothing_more(sub)
     assert not any(isinstance(m, Gap) for m in got)
     assert all(isinstance(m, Message) for m in got)
+
+
+@pytest.mark.parametrize("recovery_max", [None, "5"])
+async def test_recovery_too_big_for_one_reply_pages_through_truncated_history(
+    start_server: StartServer, clients: Connect, room: str, recovery_max: str | None
+) -> None:
+    """More missed bytes than one reply may carry (SPEC §18): the join
+    reply does not recover them all (§14), and the ``history`` pages are
+    cut short with ``truncated: true``; the client pages on until it has
+    every message, once, in order."""
+    env = {"ARQONBUS_RATE_LIMIT_PER_SEC": "0", "ARQONBUS_HISTORY_SIZE": "1000",
+           "ARQONBUS_HISTORY_MAX_BYTES": str(64 * 1024 * 1024)}  # fmt: skip
+    if recovery_max is not None:
+        env["ARQONBUS_RECOVERY_MAX"] = recovery_max
+    server = start_server(env=env)
+    publisher = await clients(server.url)
+    await publisher.join(room, "big")
+    epoch = (await publisher.channel_info(room, "big")).epoch
+    assert epoch is not None
+    blob = "y" * 16_384
+    count = 200  # about 3.3 MB
+    for n in range(1, count + 1):
+        await publisher.publish(room, "big", {"n": n, "blob": blob}, ack=n == count)
+    page = await publisher.history(room, "big", after_seq=0, limit=1000)
+    assert page.truncated and 0 < len(page.messages) < count and page.last_seq == count
+
+    events: list[arqonbus.BusEvent] = []
+    bus = await clients(server.url, on_event=events.append)
+    sub = await bus.join(room, "big", recover=Position(0, epoch))
+    assert sub.joined is not None and sub.joined.seq == count
+    got = await messages(sub, count)
+    assert [m.seq for m in got] == list(range(1, count + 1))
+    assert all(m.replayed and m.payload["n"] == m.seq for m in got)
+    await publisher.publish(room, "big", {"n": count + 1}, ack=True)
+    (live,) = await messages(sub, 1)
+    assert (live.seq, live.replayed) == (count + 1, False)
+    await nothing_more(sub)
+    (resynced,) = [e for e in events if isinstance(e, Resynced)]
+    assert resynced.filled and resynced.recovered == count
+    if sub.joined.recovered is True:
+        # Recovered by the server: the reply stayed within the size limit.
+        assert resynced.via == "server"
+    else:
+        assert sub.joined.publications == () and resynced.via == "history"

@@ -9,6 +9,7 @@ import re
 import pytest
 
 import arqonbus
+import arqonbus._tracker
 from arqonbus import ERROR_CLASSES, ArqonError, Gap, Joined, Message, Position, Presence
 from arqonbus._protocol import IdGenerator, message_envelope, timestamp
 from arqonbus._tracker import ChannelTracker, Fetch, Step
@@ -286,26 +287,147 @@ def test_own_messages_are_not_replayed_unless_echoed() -> None:
     assert step.resynced is not None and step.resynced.filled
 
 
-def test_lagged_refill_keeps_presence_events_in_place() -> None:
+def refill(after: int, limit: int = 1000) -> Fetch:
+    return Fetch(after_seq=after, limit=limit, purpose="refill")
+
+
+def test_lagged_refill_lets_live_events_flow() -> None:
     tracker = live_tracker(2)
     step = tracker.on_lagged(first_dropped_seq=3)
-    assert step.fetch == Fetch(after_seq=2, limit=1000)
+    assert step.events == [] and step.fetch == refill(2)
+    assert tracker.refilling and not tracker.resyncing
     presence = Presence("r", "c", "join", ClientSummary("arq_client_x"), 2)
-    for event in (msg(6), presence, msg(7)):
-        assert tracker.on_live(event) == []
-    step = tracker.on_history(history(3, 4, 5, 6, 7))
-    assert seqs(step) == [3, 4, 5, 6, presence, 7]
+    # 3..5 were dropped; 6, a presence event and 7 come live meanwhile.
+    assert seqs(Step(tracker.on_live(msg(6)))) == [6]
+    assert tracker.on_live(presence) == [presence]
+    assert seqs(Step(tracker.on_live(msg(7)))) == [7]
+    step = tracker.on_history(history(3, 4, 5, 6, 7), step.fetch)
+    assert seqs(step) == [3, 4, 5]
+    assert all(isinstance(e, Message) and e.replayed for e in step.events)
+    assert step.fetch is None and not tracker.refilling
+    assert step.resynced is not None
+    assert (step.resynced.reason, step.resynced.via, step.resynced.recovered) == ("lagged", "history", 3)
+    assert step.resynced.filled
+    assert tracker.on_live(msg(7)) == [] and seqs(Step(tracker.on_live(msg(8)))) == [8]
+    assert tracker.position == Position(8, "e1")
 
 
-def test_lagged_after_later_messages_reports_what_cannot_be_reordered() -> None:
-    tracker = live_tracker(5)
+def test_lagged_after_later_messages_refills_the_holes() -> None:
+    """The notice can come after later messages were delivered: what was
+    dropped before them is delivered (out of order), the rest only once."""
+    tracker = live_tracker(3)
+    for n in (6, 8):  # 4, 5 and 7 were dropped; 9 and 10 too, at the tail
+        tracker.on_live(msg(n))
     step = tracker.on_lagged(first_dropped_seq=4)
+    assert step.events == [] and step.fetch == refill(3)
+    # Pages cut short (``truncated``): paging goes on up to the first
+    # reply's last_seq (10), not just the last seq seen live (8).
+    page = History(room="r", channel="c", messages=(msg(4), msg(5), msg(6)), epoch="e1",
+                   last_seq=10, truncated=True)  # fmt: skip
+    step = tracker.on_history(page, step.fetch)
+    assert seqs(step) == [4, 5] and step.fetch == refill(6, 4) and step.resynced is None
+    assert seqs(Step(tracker.on_live(msg(11)))) == [11]  # live goes on
+    step = tracker.on_history(history(7, 8, 9, last_seq=11), step.fetch)
+    assert seqs(step) == [7, 9] and step.fetch == refill(9, 1)
+    step = tracker.on_history(history(10, 11), step.fetch)
+    assert seqs(step) == [10] and step.fetch is None
+    assert step.resynced is not None and step.resynced.filled and step.resynced.recovered == 5
+    assert tracker.position == Position(11, "e1")
+    for n in range(1, 12):
+        assert tracker.on_live(msg(n)) == []  # every one was delivered
+
+
+def test_lagged_refill_reports_only_what_history_lost() -> None:
+    tracker = live_tracker(2)
+    tracker.on_live(msg(5))
+    step = tracker.on_lagged(first_dropped_seq=3)
+    step = tracker.on_history(history(4, 5, 6), step.fetch)  # 3 is gone
+    gap, four, six = step.events
+    assert isinstance(gap, Gap)
+    assert (gap.reason, gap.from_seq, gap.to_seq, gap.recovered, gap.epoch_changed) == (
+        "lagged", 3, 3, 0, False)  # fmt: skip
+    assert [four.seq, six.seq] == [4, 6]  # type: ignore[union-attr]
+    assert step.resynced is not None and not step.resynced.filled
+
+
+def test_lagged_refill_with_nothing_left_in_history() -> None:
+    tracker = live_tracker(2)
+    tracker.on_live(msg(4))
+    tracker.on_live(msg(6))
+    step = tracker.on_lagged(first_dropped_seq=3)
+    step = tracker.on_history(history(last_seq=6), step.fetch)
     (gap,) = step.events
-    assert isinstance(gap, Gap) and (gap.reason, gap.from_seq, gap.to_seq) == ("lagged", 4, 5)
-    assert step.fetch == Fetch(after_seq=5, limit=1000)
+    assert isinstance(gap, Gap) and (gap.from_seq, gap.to_seq, gap.recovered) == (3, 5, 1)
+    assert step.resynced is not None and not step.resynced.filled and step.fetch is None
 
 
-def test_buffer_overflow_is_fetched_again_from_history() -> None:
+def test_a_notice_during_a_refill_page_reads_again() -> None:
+    tracker = live_tracker(2)
+    first = tracker.on_lagged(first_dropped_seq=3).fetch
+    assert first == refill(2)
+    for n in (4, 6):
+        tracker.on_live(msg(n))
+    # A second notice while the page is in flight: no second request.
+    assert tracker.on_lagged(first_dropped_seq=5) == Step()
+    step = tracker.on_history(history(3, 4, last_seq=4), first)  # read before 5 was dropped
+    assert seqs(step) == [3] and step.fetch == refill(4) and step.resynced is None
+    step = tracker.on_history(history(5, 6, last_seq=6), step.fetch)
+    assert seqs(step) == [5] and step.fetch is None
+    assert step.resynced is not None and step.resynced.filled and step.resynced.recovered == 2
+
+
+def test_a_notice_during_a_recovery_refills_after_it() -> None:
+    tracker = live_tracker(2)
+    tracker.begin("reconnect")
+    assert tracker.on_live(msg(6)) == []  # buffered; 5 was dropped by the server
+    assert tracker.on_lagged(first_dropped_seq=5) == Step()
+    step = tracker.on_joined(joined(4, recovered=True, publications=(msg(3), msg(4))))
+    assert seqs(step) == [3, 4, 6] and step.fetch == refill(4)
+    step = tracker.on_history(history(5, 6), step.fetch)
+    assert seqs(step) == [5] and step.fetch is None
+
+
+def test_an_unfinished_refill_goes_on_after_a_reconnect() -> None:
+    tracker = live_tracker(2)
+    tracker.on_live(msg(5))
+    assert tracker.on_lagged(first_dropped_seq=3).fetch == refill(2)
+    tracker.reset()  # the connection dropped with the page in flight
+    tracker.begin("reconnect")
+    step = tracker.on_joined(joined(5, recovered=True, publications=()))
+    assert step.events == [] and step.fetch == refill(2)
+    step = tracker.on_history(history(3, 4, 5), step.fetch)
+    assert seqs(step) == [3, 4]
+
+
+def test_a_refill_after_an_epoch_change_is_a_gap() -> None:
+    tracker = live_tracker(2)
+    tracker.on_live(msg(5))
+    step = tracker.on_lagged(first_dropped_seq=3)
+    step = tracker.on_history(history(1, epoch="e2"), step.fetch)
+    (gap,) = step.events
+    assert isinstance(gap, Gap) and gap.epoch_changed and (gap.old_epoch, gap.new_epoch) == ("e1", "e2")
+    assert not tracker.refilling
+
+
+def test_a_failed_refill_read_is_a_gap() -> None:
+    tracker = live_tracker(2)
+    tracker.on_live(msg(5))
+    step = tracker.abort(tracker.on_lagged(first_dropped_seq=3).fetch)
+    (gap,) = step.events
+    assert isinstance(gap, Gap) and (gap.from_seq, gap.to_seq) == (3, 4)
+    assert not tracker.refilling
+
+
+def test_the_delivered_record_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(arqonbus._tracker, "DELIVERED_KEPT", 10)
+    tracker = live_tracker(0)
+    for n in range(1, 101):
+        tracker.on_live(msg(n))
+    assert len(tracker._seen) == 10 and tracker._floor == 90
+    assert tracker.on_live(msg(50)) == []
+
+
+def test_buffer_overflow_is_refilled_from_history() -> None:
     tracker = ChannelTracker("r", "c", {ME}, buffer_limit=2)
     tracker.on_joined(joined(0))
     tracker.begin("reconnect")
@@ -313,10 +435,12 @@ def test_buffer_overflow_is_fetched_again_from_history() -> None:
         tracker.on_live(msg(n))
     step = tracker.on_joined(joined(0))
     assert seqs(step) == [1, 2]
-    assert step.fetch == Fetch(after_seq=2, limit=1000)
-    step = tracker.on_history(history(3, 4))
+    assert step.fetch == refill(2)
+    assert not tracker.resyncing
+    assert seqs(Step(tracker.on_live(msg(5)))) == [5]  # live flows meanwhile
+    step = tracker.on_history(history(3, 4, 5), step.fetch)
     assert seqs(step) == [3, 4]
-    assert step.fetch is None and not tracker.resyncing
+    assert step.fetch is None and not tracker.refilling
 
 
 def test_reset_forgets_an_unfinished_recovery() -> None:

@@ -1002,7 +1002,9 @@ class ArqonBus:
             "after_seq": fetch.after_seq,
             "limit": fetch.limit,
         }
-        self._pending[envelope_id] = _Pending(None, on_reply=partial(self._on_history_reply, sub))
+        self._pending[envelope_id] = _Pending(
+            None, on_reply=partial(self._on_history_reply, sub, fetch)
+        )
         try:
             await self._write(ws, command_envelope(envelope_id, "history", args))
         except ConnectionLost:
@@ -1041,7 +1043,9 @@ class ArqonBus:
         sub.joined = joined
         await self._apply(sub, sub._tracker.on_joined(joined))
 
-    async def _on_history_reply(self, sub: Subscription, envelope: JsonObject) -> None:
+    async def _on_history_reply(
+        self, sub: Subscription, fetch: Fetch, envelope: JsonObject
+    ) -> None:
         if not self._is_current(sub):
             return
         if envelope.get("type") == "error":
@@ -1051,9 +1055,9 @@ class ArqonBus:
                 sub.channel,
                 error_from_envelope(envelope),
             )
-            step = sub._tracker.abort()
+            step = sub._tracker.abort(fetch)
         else:
-            step = sub._tracker.on_history(History.from_payload(_payload(envelope)))
+            step = sub._tracker.on_history(History.from_payload(_payload(envelope)), fetch)
         await self._apply(sub, step)
 
     def _emit(self, event: BusEvent) -> None:

@@ -457,8 +457,10 @@ class Message:
     ``type`` is ``"message"`` usually, ``"telemetry"`` on the system
     channels, or ``"response"``/``"error"`` when another client routed one
     to the channel. ``replayed`` is true for messages recovered after a
-    reconnect (from the server's recovery or from history) rather than
-    received live.
+    reconnect (from the server's recovery or from history), or refilled
+    from history after a lagged notice (SPEC §16), rather than received
+    live. Refilled messages may arrive after live messages with a higher
+    ``seq``; every message is still delivered once.
     """
 
     room: str
@@ -549,8 +551,9 @@ class Presence:
 class Gap:
     """Messages of the channel that could not be recovered.
 
-    Delivered on a subscription, in stream order, where the missing
-    messages would have been. ``from_seq..to_seq`` is the range that was
+    Delivered on a subscription where the missing messages would have
+    been (for a lagged refill: among the refilled messages, which may
+    follow later live ones). ``from_seq..to_seq`` is the range that was
     at stake; ``recovered`` of them were delivered (``replayed``) before
     this event. ``epoch_changed`` means the channel's history restarted
     (server restarted with memory storage, or the channel was recreated):
