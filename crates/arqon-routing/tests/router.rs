@@ -594,7 +594,11 @@ fn a_join_into_a_big_presence_room_costs_one_frame_per_member_and_none_for_the_j
     let joiner = client();
     let joined = router.join_with(&joiner, &room, presence).expect("join");
     assert_eq!(joined.participant_count, MEMBERS + 1);
-    assert_eq!(joiner.outbound().queued_bytes(), 0, "nothing for the joiner");
+    assert_eq!(
+        joiner.outbound().queued_bytes(),
+        0,
+        "nothing for the joiner"
+    );
     let first = members[0].outbound().queued_bytes();
     assert!(first > 0, "members hear of the join");
     for member in &members {
@@ -607,5 +611,8 @@ fn a_join_into_a_big_presence_room_costs_one_frame_per_member_and_none_for_the_j
     let events = received(&members[MEMBERS - 1]);
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["payload"]["event"], "join");
-    assert_eq!(events[0]["payload"]["participant_count"], MEMBERS as u64 + 1);
+    assert_eq!(
+        events[0]["payload"]["participant_count"],
+        MEMBERS as u64 + 1
+    );
 }
