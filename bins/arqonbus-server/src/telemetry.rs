@@ -31,7 +31,7 @@ use tracing::debug;
 
 use crate::app::{App, ConnectionSlot, VERSION};
 use crate::ws::{
-    Refusal, WriterSettings, bearer_token, forbidden_origin, read_error_close, refuse,
+    Refusal, WriterSettings, admit, bearer_token, parsed_query, read_error_close, refuse,
     unauthorized, write_loop,
 };
 
@@ -68,33 +68,13 @@ async fn upgrade(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, Refusal> {
-    let upgrade = upgrade.map_err(|_| {
-        refuse(
-            StatusCode::UPGRADE_REQUIRED,
-            "websocket upgrade required",
-            None,
-            "connect with a WebSocket client to ws://HOST:TELEMETRY_PORT/",
-        )
-    })?;
-    if app.is_draining() {
-        return Err(refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server shutting down",
-            None,
-            "try another node or later",
-        ));
-    }
-    app.origins
-        .check(&headers)
-        .map_err(|origin| forbidden_origin(&origin))?;
-    let Query(query) = query.map_err(|_| {
-        refuse(
-            StatusCode::BAD_REQUEST,
-            "invalid query string",
-            None,
-            "the query string could not be parsed",
-        )
-    })?;
+    let upgrade = admit(
+        &app,
+        upgrade,
+        &headers,
+        "connect with a WebSocket client to ws://HOST:TELEMETRY_PORT/",
+    )?;
+    let query = parsed_query(query)?;
     let filter = match query.events.as_deref() {
         None => EventFilter::all(),
         Some(list) => EventFilter::parse(list).map_err(|err| {

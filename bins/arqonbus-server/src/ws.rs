@@ -177,6 +177,49 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
     Some(token.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
+/// The checks every WebSocket upgrade passes first, on either listener: it
+/// is an upgrade (426 with `hint` otherwise), the server is not draining
+/// (503), and the Origin is allowed (403, SPEC §18).
+pub fn admit(
+    app: &App,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    headers: &HeaderMap,
+    hint: &str,
+) -> Result<WebSocketUpgrade, Refusal> {
+    let upgrade = upgrade.map_err(|_| {
+        refuse(
+            StatusCode::UPGRADE_REQUIRED,
+            "websocket upgrade required",
+            None,
+            hint,
+        )
+    })?;
+    if app.is_draining() {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server shutting down",
+            None,
+            "try another node or later",
+        ));
+    }
+    app.origins
+        .check(headers)
+        .map_err(|origin| forbidden_origin(&origin))?;
+    Ok(upgrade)
+}
+
+/// The query string, or a 400 when it does not parse.
+pub fn parsed_query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Refusal> {
+    query.map(|Query(query)| query).map_err(|_| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid query string",
+            None,
+            "the query string could not be parsed",
+        )
+    })
+}
+
 /// The 403 of an upgrade from a page on an origin that is not allowed.
 pub fn forbidden_origin(origin: &str) -> Refusal {
     debug!(origin, "upgrade refused: origin not allowed");
@@ -205,33 +248,13 @@ pub async fn upgrade(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, Refusal> {
-    let upgrade = upgrade.map_err(|_| {
-        refuse(
-            StatusCode::UPGRADE_REQUIRED,
-            "websocket upgrade required",
-            None,
-            "connect with a WebSocket client to ws://HOST:PORT/ or /ws",
-        )
-    })?;
-    if app.is_draining() {
-        return Err(refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server shutting down",
-            None,
-            "try another node or later",
-        ));
-    }
-    app.origins
-        .check(&headers)
-        .map_err(|origin| forbidden_origin(&origin))?;
-    let Query(pairs) = query.map_err(|_| {
-        refuse(
-            StatusCode::BAD_REQUEST,
-            "invalid query string",
-            None,
-            "the query string could not be parsed",
-        )
-    })?;
+    let upgrade = admit(
+        &app,
+        upgrade,
+        &headers,
+        "connect with a WebSocket client to ws://HOST:PORT/ or /ws",
+    )?;
+    let pairs = parsed_query(query)?;
     let params = parse_params(&pairs)?;
     let token = params.token.clone().or_else(|| bearer_token(&headers));
     let identity = auth::authenticate(&app.config.auth, peer, token.as_deref()).map_err(|err| {

@@ -166,8 +166,8 @@ impl Input<'_> {
         Ok(Some(Secret::new(text.into_owned())))
     }
 
-    /// A comma-separated string or an array of strings; entries trimmed,
-    /// empty entries skipped. Checked by validation.
+    /// A comma-separated string or an array of strings (each of which may
+    /// hold commas too); entries trimmed, empty entries skipped.
     fn list(&self, expected: &'static str) -> Result<Vec<String>, ConfigError> {
         let mut entries = Vec::new();
         let mut push = |entry: &str| {
@@ -198,31 +198,12 @@ impl Input<'_> {
         Ok(self.optional_text(EXPECT_PATH)?.map(PathBuf::from))
     }
 
-    /// A comma-separated string or an array of strings; entries trimmed,
-    /// empty entries skipped, duplicates dropped. Names are checked by
-    /// validation.
+    /// A list of channel names ([`Input::list`]) with duplicates dropped.
+    /// Names are checked by validation.
     fn channels(&self) -> Result<Vec<String>, ConfigError> {
-        let mut entries: Vec<String> = Vec::new();
-        let mut push = |entry: &str| {
-            let entry = entry.trim();
-            if !entry.is_empty() && !entries.iter().any(|e| e == entry) {
-                entries.push(entry.to_owned());
-            }
-        };
-        match self.raw {
-            RawValue::Toml(Value {
-                kind: ValueKind::Array(items),
-                ..
-            }) => {
-                for item in items {
-                    match &item.kind {
-                        ValueKind::String(text) => text.split(',').for_each(&mut push),
-                        _ => return Err(self.invalid(EXPECT_CHANNELS)),
-                    }
-                }
-            }
-            _ => self.text(EXPECT_CHANNELS)?.split(',').for_each(&mut push),
-        }
+        let mut entries = self.list(EXPECT_CHANNELS)?;
+        let mut seen = std::collections::HashSet::new();
+        entries.retain(|entry| seen.insert(entry.clone()));
         Ok(entries)
     }
 }
