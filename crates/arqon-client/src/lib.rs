@@ -76,7 +76,7 @@ pub use arqon_protocol::{
 };
 pub use client::{Client, DirectMessages, Subscription};
 pub use driver::ConnectionState;
-pub use error::{ClientError, ServerError};
+pub use error::{ClientError, ServerError, StopReason, TokenError};
 pub use options::{ConnectOptions, Identity, ReconnectPolicy};
 /// The TLS library behind `wss://`, for [`ConnectOptions::tls_config`].
 pub use rustls;
@@ -84,7 +84,7 @@ pub use rustls;
 pub use rustls::pki_types::CertificateDer;
 pub use types::{
     Ack, ChannelInfo, ChannelList, ChannelMessage, ChannelRecord, ClientCounts, ClientEvent,
-    ClientRecord, Deleted, DirectMessage, GapReport, History, HistoryQuery, Joined, Left, Limits,
-    MessageCounts, Participant, ParticipantCounts, Pong, ServerInfo, Status, StorageInfo,
-    SubscriptionEvent, Welcome,
+    ClientRecord, Deleted, DirectMessage, GapFill, GapReport, History, HistoryQuery, JoinOptions,
+    Joined, LagReport, Left, Limits, MessageCounts, Participant, ParticipantCounts, Pong,
+    PresenceEvent, RecoverFrom, ServerInfo, Status, StorageInfo, SubscriptionEvent, Welcome,
 };
