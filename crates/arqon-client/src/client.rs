@@ -587,9 +587,7 @@ impl Client {
 }
 
 /// The first connection, retried when the options say so.
-async fn first_connection(
-    opts: &ConnectOptions,
-) -> Result<(driver::Ws, Welcome), ClientError> {
+async fn first_connection(opts: &ConnectOptions) -> Result<(driver::Ws, Welcome), ClientError> {
     let policy = opts.reconnect;
     let mut attempt = 0u32;
     loop {

@@ -219,7 +219,10 @@ impl fmt::Debug for ConnectOptions {
             .field("queue_capacity", &self.queue_capacity)
             .field("read_buffer_size", &self.read_buffer_size)
             .field("tls", &self.tls)
-            .field("token_provider", &self.token_provider.as_ref().map(|_| "<fn>"))
+            .field(
+                "token_provider",
+                &self.token_provider.as_ref().map(|_| "<fn>"),
+            )
             .field("retry_first_connect", &self.retry_first_connect)
             .finish()
     }

@@ -27,11 +27,9 @@ async fn collect(sub: &mut Subscription, count: usize) -> (Vec<(u64, u64, bool)>
     let mut gaps = Vec::new();
     while messages.len() < count {
         match within("the next event", sub.recv()).await.unwrap() {
-            SubscriptionEvent::Message(m) => messages.push((
-                m.payload["n"].as_u64().unwrap(),
-                m.seq.unwrap(),
-                m.replayed,
-            )),
+            SubscriptionEvent::Message(m) => {
+                messages.push((m.payload["n"].as_u64().unwrap(), m.seq.unwrap(), m.replayed))
+            }
             SubscriptionEvent::Gap(gap) => gaps.push(gap),
             other => panic!("unexpected {other:?}"),
         }
@@ -95,7 +93,13 @@ async fn a_server_restart_with_redis_history_loses_and_repeats_nothing() {
     let (after, gaps) = collect(&mut sub, 5).await;
     assert_eq!(
         after,
-        [(4, 4, true), (5, 5, true), (6, 6, true), (7, 7, true), (8, 8, true)]
+        [
+            (4, 4, true),
+            (5, 5, true),
+            (6, 6, true),
+            (7, 7, true),
+            (8, 8, true)
+        ]
     );
     let gap = within("the gap report", sub.recv()).await.unwrap();
     assert!(gaps.is_empty(), "{gaps:?}");
@@ -168,7 +172,11 @@ async fn a_dropped_connection_recovers_while_a_publisher_keeps_publishing() {
         gaps.extend(g);
     }
     let ns: Vec<u64> = seen.iter().map(|m| m.0).collect();
-    assert_eq!(ns, (1..=TOTAL).collect::<Vec<_>>(), "each message exactly once");
+    assert_eq!(
+        ns,
+        (1..=TOTAL).collect::<Vec<_>>(),
+        "each message exactly once"
+    );
     assert!(seen.iter().all(|(n, seq, _)| n == seq));
     assert!(seen.iter().any(|m| m.2), "some were recovered");
     assert_eq!(gaps.len(), 1, "{gaps:?}");

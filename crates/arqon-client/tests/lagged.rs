@@ -1,0 +1,58 @@
+//! A `lagged` notice (SPEC §16) — the server dropped messages for this
+//! slow client — arrives on the affected subscription as a
+//! `SubscriptionEvent::Lagged`; what was received plus what the notices
+//! count as dropped is everything that was published.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use arqon_client::{Client, SubscriptionEvent};
+use arqon_config::SlowConsumerPolicy;
+use common::{TestServer, within};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagged_notices_reach_the_subscription() {
+    const PUBLISHED: u64 = 6000;
+    let server = TestServer::with(|b| {
+        b.slow_consumer(SlowConsumerPolicy::Drop)
+            .client_queue_bytes(8 * 1024)
+            .rate_limit_per_sec(0)
+    })
+    .await;
+    // A one-event queue: the client stops reading while nobody consumes.
+    let reader = Client::connect(server.options().subscription_capacity(1))
+        .await
+        .unwrap();
+    let mut sub = reader.join_channel("feed", "fast").await.unwrap();
+    let publisher = Client::connect(server.options()).await.unwrap();
+    let _publishing = publisher.join_channel("feed", "fast").await.unwrap();
+    let filler = "x".repeat(2000);
+    for i in 0..PUBLISHED {
+        publisher
+            .publish("feed", "fast", json!({"i": i, "filler": filler}))
+            .await
+            .unwrap();
+    }
+    publisher.ping().await.unwrap();
+
+    let (mut received, mut dropped, mut notices) = (0u64, 0u64, 0u32);
+    while received + dropped < PUBLISHED {
+        match within("the next event", sub.recv()).await.unwrap() {
+            SubscriptionEvent::Message(_) => received += 1,
+            SubscriptionEvent::Lagged(lag) => {
+                assert_eq!(lag.channel.as_str(), "feed:fast");
+                assert!(
+                    lag.dropped > 0 && lag.first_dropped_seq.is_some(),
+                    "{lag:?}"
+                );
+                dropped += lag.dropped;
+                notices += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(notices > 0, "{received} received, nothing dropped");
+    assert_eq!(received + dropped, PUBLISHED);
+}
