@@ -4,10 +4,10 @@
 //!
 //! Reconnect and gap filling, per joined channel:
 //! 1. while disconnected, remember the last delivered `seq` and `epoch`;
-//! 2. after reconnecting, send `join_channel`; live messages that arrive
-//!    from then on are buffered (bounded);
-//!    with `recover: {seq: <last delivered>, epoch}` (SPEC §14) and the
-//!    channel's `presence` flag;
+//! 2. after reconnecting, send `join_channel` with
+//!    `recover: {seq: <last delivered>, epoch}` (SPEC §14) and the
+//!    channel's `presence` flag; live messages that arrive from then on
+//!    are buffered (bounded);
 //! 3. the join reply names the channel's current `seq` and `epoch`. With
 //!    `recovered: true` its `publications` are the missed messages:
 //!    deliver them (marked `replayed`, deduplicated by `seq`). Otherwise
@@ -17,8 +17,16 @@
 //!    restarted, nothing can be recovered;
 //! 4. deliver a [`GapReport`], then the buffered live messages (skipping
 //!    any `seq` already delivered).
+//!
+//! A reconnect is not attempted after a permanent refusal (HTTP 400, 401,
+//! 403) or close code 4000 / 4003: the task ends with a [`StopReason`].
+//!
+//! Refill on lag (when enabled): live delivery remembers the seqs it
+//! skipped (bounded); a `lagged` notice starts a `history after_seq` read
+//! from its `first_dropped_seq`, paged up to the reply's `last_seq`, that
+//! delivers only seqs skipped or not yet seen.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,6 +58,9 @@ pub(crate) type JoinReply =
 const HISTORY_PAGE: u64 = 1000;
 /// Live messages buffered per channel while its gap is being filled.
 const RESYNC_BUFFER: usize = 65_536;
+/// Seqs remembered per channel as skipped by live delivery (dropped by the
+/// server), for [`ConnectOptions::refill_on_lag`].
+const MISSING_CAP: usize = 65_536;
 /// Requests taken from the queue before the writes are flushed.
 const WRITE_BATCH: usize = 256;
 
@@ -122,6 +133,10 @@ enum Pending {
     History {
         key: ChannelKey,
     },
+    /// Internal: a page of history refilling what a slow client lost.
+    Refill {
+        key: ChannelKey,
+    },
     /// Internal: a reply nobody waits for (the leave of a dropped
     /// subscription).
     Ignore,
@@ -150,6 +165,12 @@ struct ChannelState {
     presence: bool,
     /// The id of the join request behind the live subscription.
     join_id: String,
+    /// Refill on lag: seqs live delivery skipped (dropped by the server).
+    missing: BTreeSet<u64>,
+    /// Refill on lag: a history read is in flight.
+    refilling: bool,
+    /// Refill on lag: a notice came during the refill; start again from it.
+    refill_again: Option<u64>,
 }
 
 /// Queues shared with the client handles.
@@ -504,6 +525,9 @@ impl Driver {
                     resync: None,
                     presence,
                     join_id: id.clone(),
+                    missing: BTreeSet::new(),
+                    refilling: false,
+                    refill_again: None,
                 });
                 state.tx = tx;
                 state.presence = presence;
@@ -652,11 +676,88 @@ impl Driver {
                 continue;
             };
             let report = LagReport {
-                channel: key,
+                channel: key.clone(),
                 dropped: entry.get("dropped").and_then(Value::as_u64).unwrap_or(0),
                 first_dropped_seq: entry.get("first_dropped_seq").and_then(Value::as_u64),
             };
+            let first = report.first_dropped_seq;
             let _ = state.tx.send(SubscriptionEvent::Lagged(report)).await;
+            if self.opts.refill_on_lag
+                && let Some(first) = first
+            {
+                self.start_refill(key, first);
+            }
+        }
+    }
+
+    /// Refill on lag: reads `history` from `first` (the first dropped seq)
+    /// on, unless a read is in flight (then once it ends) or a reconnect's
+    /// gap fill is running (it covers the same ground).
+    fn start_refill(&mut self, key: ChannelKey, first: u64) {
+        let Some(state) = self.channels.get_mut(&key) else {
+            return;
+        };
+        if state.resync.is_some() {
+            return;
+        }
+        if state.refilling {
+            state.refill_again = Some(state.refill_again.map_or(first, |f| f.min(first)));
+            return;
+        }
+        let from = state.missing.first().map_or(first, |&m| m.min(first));
+        state.refilling = true;
+        let after = from.saturating_sub(1);
+        self.request_page(key, after, HISTORY_PAGE, true);
+    }
+
+    /// A page of refill history: delivers each seq not delivered yet (the
+    /// ones live delivery skipped, and any past the last one seen), up to
+    /// the channel's `last_seq` as the reply names it.
+    async fn on_refill(&mut self, key: ChannelKey, history: Option<History>) {
+        let Some(state) = self.channels.get_mut(&key) else {
+            return;
+        };
+        let mut next = None;
+        if let Some(history) = history
+            && history.epoch == state.epoch
+        {
+            let mut page_max = None;
+            for envelope in history.messages {
+                let Some(seq) = envelope.seq else { continue };
+                page_max = Some(seq);
+                let fresh = seq > state.last_seq;
+                if !fresh && !state.missing.remove(&seq) {
+                    continue;
+                }
+                if fresh {
+                    for lost in state.last_seq + 1..seq {
+                        if state.missing.len() < MISSING_CAP {
+                            state.missing.insert(lost);
+                        }
+                    }
+                    state.last_seq = seq;
+                }
+                if !state.tx.is_closed() {
+                    let message = ChannelMessage::from_envelope(key.clone(), envelope, true);
+                    let _ = state.tx.send(SubscriptionEvent::Message(message)).await;
+                }
+            }
+            // A truncated page (SPEC §5) is continued from its last seq.
+            if let Some(max) = page_max
+                && max < history.last_seq
+            {
+                next = Some(max);
+            }
+        }
+        if let Some(after) = next {
+            self.request_page(key, after, HISTORY_PAGE, true);
+            return;
+        }
+        state.refilling = false;
+        // What history no longer holds cannot come back.
+        state.missing.clear();
+        if let Some(first) = state.refill_again.take() {
+            self.start_refill(key, first);
         }
     }
 
@@ -672,7 +773,7 @@ impl Driver {
             }
             return;
         }
-        deliver_live(state, key, envelope).await;
+        deliver_live(state, key, envelope, self.opts.refill_on_lag).await;
     }
 
     async fn resolve(&mut self, pending: Pending, envelope: Envelope) {
@@ -682,6 +783,14 @@ impl Driver {
                 let _ = reply.send(Ok(envelope));
             }
             Pending::Ignore => {}
+            Pending::Refill { key } => {
+                let history = if failed {
+                    None
+                } else {
+                    parse_payload::<History>(&envelope).ok()
+                };
+                self.on_refill(key, history).await;
+            }
             Pending::Leave { key, reply } => {
                 if !failed && let Some(state) = self.channels.remove(&key) {
                     let _ = state.tx.try_send(SubscriptionEvent::Removed {
@@ -810,6 +919,11 @@ impl Driver {
     }
 
     fn request_history(&mut self, key: ChannelKey, after_seq: u64, wanted: u64) {
+        self.request_page(key, after_seq, wanted, false);
+    }
+
+    /// Asks for `history after_seq`, for a gap fill or (`refill`) a refill.
+    fn request_page(&mut self, key: ChannelKey, after_seq: u64, wanted: u64, refill: bool) {
         let mut args = Map::new();
         args.insert("room".into(), key.room().into());
         args.insert("channel".into(), key.channel().into());
@@ -817,7 +931,12 @@ impl Driver {
         args.insert("limit".into(), wanted.clamp(1, HISTORY_PAGE).into());
         let id = self.internal_id();
         self.outbox.push_back(command_frame(&id, "history", args));
-        self.pending.insert(id, Pending::History { key });
+        let pending = if refill {
+            Pending::Refill { key }
+        } else {
+            Pending::History { key }
+        };
+        self.pending.insert(id, pending);
     }
 
     async fn on_history(&mut self, key: ChannelKey, history: History) {
@@ -887,7 +1006,7 @@ impl Driver {
             let _ = state.tx.send(SubscriptionEvent::Gap(report.clone())).await;
         }
         for envelope in resync.buffer {
-            deliver_live(state, key.clone(), envelope).await;
+            deliver_live(state, key.clone(), envelope, self.opts.refill_on_lag).await;
         }
         self.emit(ClientEvent::Gap(report));
     }
@@ -898,8 +1017,12 @@ impl Driver {
         self.fail_pending(|| ClientError::Disconnected);
         self.channels.retain(|_, state| state.confirmed);
         for state in self.channels.values_mut() {
-            // An interrupted gap fill starts over from what was delivered.
+            // An interrupted gap fill starts over from what was delivered;
+            // the re-join's recovery supersedes a refill.
             state.resync = None;
+            state.refilling = false;
+            state.refill_again = None;
+            state.missing.clear();
         }
     }
 
@@ -1027,11 +1150,20 @@ impl Driver {
 }
 
 /// Delivers a live channel message, dropping one already delivered.
-async fn deliver_live(state: &mut ChannelState, key: ChannelKey, envelope: Envelope) {
+async fn deliver_live(state: &mut ChannelState, key: ChannelKey, envelope: Envelope, track: bool) {
     if let Some(seq) = envelope.seq {
         if envelope.epoch == state.epoch {
             if seq <= state.last_seq {
                 return;
+            }
+            if track && state.last_seq > 0 {
+                // What the server dropped in between, to refill on lag.
+                for lost in state.last_seq + 1..seq {
+                    if state.missing.len() >= MISSING_CAP {
+                        break;
+                    }
+                    state.missing.insert(lost);
+                }
             }
         } else if envelope.epoch.is_some() {
             state.epoch.clone_from(&envelope.epoch);

@@ -50,7 +50,8 @@
 //!   or leave; `recover` asks for the messages after a known position.
 //!   A `lagged` notice (SPEC §16: the server dropped messages for this slow
 //!   client) becomes a [`SubscriptionEvent::Lagged`] on each affected
-//!   subscription.
+//!   subscription; with [`ConnectOptions::refill_on_lag`] the dropped
+//!   messages are then fetched from history and delivered once each.
 //!
 //! - `wss://` URLs connect over TLS with rustls (ring provider, no
 //!   OpenSSL). The server's certificate is checked against the operating

@@ -203,6 +203,7 @@ pub struct ConnectOptions {
     pub(crate) tls: Tls,
     pub(crate) token_provider: Option<TokenProvider>,
     pub(crate) retry_first_connect: bool,
+    pub(crate) refill_on_lag: bool,
 }
 
 impl fmt::Debug for ConnectOptions {
@@ -224,6 +225,7 @@ impl fmt::Debug for ConnectOptions {
                 &self.token_provider.as_ref().map(|_| "<fn>"),
             )
             .field("retry_first_connect", &self.retry_first_connect)
+            .field("refill_on_lag", &self.refill_on_lag)
             .finish()
     }
 }
@@ -247,6 +249,7 @@ impl ConnectOptions {
             tls: Tls::SystemRoots,
             token_provider: None,
             retry_first_connect: false,
+            refill_on_lag: false,
         }
     }
 
@@ -332,6 +335,20 @@ impl ConnectOptions {
     #[must_use]
     pub fn retry_first_connect(mut self, retry: bool) -> Self {
         self.retry_first_connect = retry;
+        self
+    }
+
+    /// Whether a `lagged` notice (SPEC §16: the server dropped messages
+    /// for this slow client) makes the client fetch what was dropped with
+    /// `history after_seq`, from the notice's `first_dropped_seq` up to the
+    /// channel's `last_seq` as the history reply names it. Each dropped
+    /// message is then delivered once (deduplicated by `seq`), marked
+    /// `replayed`, after the [`SubscriptionEvent::Lagged`](crate::SubscriptionEvent::Lagged)
+    /// event — possibly after live messages that overtook it. Messages no
+    /// longer in history stay lost. Default `false`: only the event.
+    #[must_use]
+    pub fn refill_on_lag(mut self, refill: bool) -> Self {
+        self.refill_on_lag = refill;
         self
     }
 

@@ -279,6 +279,10 @@ pub struct History {
     pub epoch: Option<String>,
     #[serde(default)]
     pub last_seq: u64,
+    /// The page was cut short to fit the server's maximum message size:
+    /// ask again with `after_seq` = the last message's `seq`.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// `status` reply (SPEC §5).

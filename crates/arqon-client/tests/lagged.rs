@@ -56,3 +56,61 @@ async fn lagged_notices_reach_the_subscription() {
     assert!(notices > 0, "{received} received, nothing dropped");
     assert_eq!(received + dropped, PUBLISHED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_refill_on_lag_every_dropped_message_comes_back_once() {
+    const PUBLISHED: u64 = 6000;
+    let server = TestServer::with(|b| {
+        b.slow_consumer(SlowConsumerPolicy::Drop)
+            .client_queue_bytes(8 * 1024)
+            .rate_limit_per_sec(0)
+            .history_size(PUBLISHED as usize)
+            .history_max_bytes(64 << 20)
+    })
+    .await;
+    let reader = Client::connect(
+        server
+            .options()
+            .subscription_capacity(1)
+            .refill_on_lag(true),
+    )
+    .await
+    .unwrap();
+    let mut sub = reader.join_channel("feed", "refill").await.unwrap();
+    let publisher = Client::connect(server.options()).await.unwrap();
+    let _publishing = publisher.join_channel("feed", "refill").await.unwrap();
+    let filler = "x".repeat(2000);
+    for i in 0..PUBLISHED {
+        publisher
+            .publish("feed", "refill", json!({"i": i, "filler": filler}))
+            .await
+            .unwrap();
+    }
+    publisher.ping().await.unwrap();
+
+    let mut seen = std::collections::BTreeSet::new();
+    let (mut notices, mut replayed) = (0u32, 0u64);
+    while (seen.len() as u64) < PUBLISHED {
+        match within("the next event", sub.recv()).await.unwrap() {
+            SubscriptionEvent::Message(m) => {
+                let seq = m.seq.unwrap();
+                assert!(seen.insert(seq), "seq {seq} delivered twice");
+                assert_eq!(m.payload["i"].as_u64().unwrap() + 1, seq);
+                replayed += u64::from(m.replayed);
+            }
+            SubscriptionEvent::Lagged(_) => notices += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        notices > 0 && replayed > 0,
+        "{notices} notices, {replayed} refilled"
+    );
+    // Nothing more: no duplicate trails behind.
+    reader.ping().await.unwrap();
+    while let Ok(Some(event)) =
+        tokio::time::timeout(std::time::Duration::from_millis(200), sub.recv()).await
+    {
+        assert!(!matches!(event, SubscriptionEvent::Message(_)), "{event:?}");
+    }
+}
