@@ -718,9 +718,14 @@ impl Driver {
             return;
         };
         let mut next = None;
+        // What this refill read through (the channel's `last_seq` when the
+        // server read it): skipped seqs up to it that are still missing are
+        // no longer in history. An unusable reply gives up on all of them.
+        let mut covered = state.last_seq;
         if let Some(history) = history
             && history.epoch == state.epoch
         {
+            covered = history.last_seq;
             let mut page_max = None;
             for envelope in history.messages {
                 let Some(seq) = envelope.seq else { continue };
@@ -754,9 +759,14 @@ impl Driver {
             return;
         }
         state.refilling = false;
-        // What history no longer holds cannot come back.
-        state.missing.clear();
-        if let Some(first) = state.refill_again.take() {
+        // What history no longer holds cannot come back; seqs skipped past
+        // `covered` (live delivery went on meanwhile) get another read.
+        state.missing = state.missing.split_off(&(covered + 1));
+        let again = match (state.refill_again.take(), state.missing.first()) {
+            (Some(first), Some(&m)) => Some(first.min(m)),
+            (again, missing) => again.or(missing.copied()),
+        };
+        if let Some(first) = again {
             self.start_refill(key, first);
         }
     }

@@ -90,15 +90,27 @@ async fn with_refill_on_lag_every_dropped_message_comes_back_once() {
 
     let mut seen = std::collections::BTreeSet::new();
     let (mut notices, mut replayed) = (0u32, 0u64);
+    let mut lags = Vec::new();
     while (seen.len() as u64) < PUBLISHED {
-        match within("the next event", sub.recv()).await.unwrap() {
+        let Ok(event) = tokio::time::timeout(common::WAIT, sub.recv()).await else {
+            let lost: Vec<u64> = (1..=PUBLISHED).filter(|s| !seen.contains(s)).collect();
+            panic!(
+                "{} seen; lost {:?}..; lags {lags:?}",
+                seen.len(),
+                &lost[..lost.len().min(20)]
+            );
+        };
+        match event.unwrap() {
+            SubscriptionEvent::Lagged(lag) => {
+                lags.push((lag.first_dropped_seq, lag.dropped, seen.len()));
+                notices += 1;
+            }
             SubscriptionEvent::Message(m) => {
                 let seq = m.seq.unwrap();
                 assert!(seen.insert(seq), "seq {seq} delivered twice");
                 assert_eq!(m.payload["i"].as_u64().unwrap() + 1, seq);
                 replayed += u64::from(m.replayed);
             }
-            SubscriptionEvent::Lagged(_) => notices += 1,
             other => panic!("unexpected {other:?}"),
         }
     }
