@@ -322,6 +322,20 @@ fn print_event(out: &Output, key: &ChannelKey, event: &SubscriptionEvent) -> io:
                 out.line(&out.red(&format!("removed from {key}: {reason}")))
             }
         }
+        SubscriptionEvent::Lagged(lag) => {
+            if out.is_json() {
+                out.json(&json!({"type": "lagged", "room": key.room(),
+                    "channel": key.channel(), "dropped": lag.dropped,
+                    "first_dropped_seq": lag.first_dropped_seq}))
+            } else {
+                out.line(&out.red(&format!(
+                    "{key}: the server dropped {} message(s) for this slow client",
+                    lag.dropped
+                )))
+            }
+        }
+        // Presence is not asked for; later event kinds are not printed.
+        _ => Ok(()),
     }
 }
 

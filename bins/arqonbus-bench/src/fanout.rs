@@ -155,7 +155,8 @@ async fn step(
     }
     let publisher = Client::connect(options).await?;
     let mut publisher_events = publisher.events().expect("first take");
-    publisher.join_channel(&room, &channel).await?;
+    // Held to the end: dropping a subscription leaves the channel.
+    let _membership = publisher.join_channel(&room, &channel).await?;
 
     // The subscribers: raw sockets.
     progress.phase("connecting");

@@ -43,6 +43,8 @@ async fn main() -> Result<(), arqon_client::ClientError> {
                 ),
                 SubscriptionEvent::Gap(gap) => println!("-- reconnected: {gap:?}"),
                 SubscriptionEvent::Removed { reason } => println!("-- {reason}"),
+                SubscriptionEvent::Lagged(lag) => println!("-- {} message(s) dropped", lag.dropped),
+                _ => {}
             }
         }
     });

@@ -50,6 +50,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ),
                 Some(SubscriptionEvent::Gap(gap)) => eprintln!("gap after reconnect: {gap:?}"),
                 Some(SubscriptionEvent::Removed { reason }) => eprintln!("{reason}"),
+                Some(SubscriptionEvent::Lagged(lag)) => eprintln!("lagged: {lag:?}"),
+                Some(_) => {}
                 None => break,
             },
             _ = tokio::signal::ctrl_c() => break,

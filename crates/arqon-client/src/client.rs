@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use arqon_protocol::{ChannelKey, ClientId, Envelope, EnvelopeType, MessageId};
 use futures_util::Stream;
@@ -14,14 +15,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::driver::{
-    self, ConnectionState, Driver, Outlets, Request, Target, command_frame, message_frame,
-    parse_payload,
+    self, ConnectionState, Driver, Outlets, Request, Target, channel_args, command_frame, lock,
+    message_frame, parse_payload,
 };
-use crate::error::{ClientError, ServerError};
+use crate::error::{ClientError, ServerError, StopReason};
 use crate::options::{ConnectOptions, Identity};
 use crate::types::{
     Ack, ChannelInfo, ChannelList, ChannelRecord, ClientEvent, ClientRecord, Deleted,
-    DirectMessage, History, HistoryQuery, Joined, Left, Pong, Status, SubscriptionEvent, Welcome,
+    DirectMessage, History, HistoryQuery, JoinOptions, Joined, Left, Pong, Status,
+    SubscriptionEvent, Welcome,
 };
 
 /// Capacity of the connection-event queue.
@@ -33,6 +35,8 @@ const EVENT_CAPACITY: usize = 256;
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// The request timeout of this handle (see [`Client::with_timeout`]).
+    timeout: Duration,
 }
 
 struct Inner {
@@ -45,6 +49,8 @@ struct Inner {
     direct_taken: Arc<AtomicBool>,
     events: Mutex<Option<mpsc::Receiver<ClientEvent>>>,
     events_taken: Arc<AtomicBool>,
+    identity: Arc<Mutex<Identity>>,
+    stopped: Arc<Mutex<Option<StopReason>>>,
 }
 
 impl fmt::Debug for Client {
@@ -58,15 +64,22 @@ impl fmt::Debug for Client {
 
 impl Client {
     /// Connects, reads the welcome frame, and starts the connection task.
-    /// The first connection is not retried: an error here is returned as
-    /// is. Reconnection applies to connections that drop later.
+    /// By default the first connection is not retried: an error here is
+    /// returned as is, and reconnection applies to connections that drop
+    /// later. With [`ConnectOptions::retry_first_connect`] it is retried
+    /// with the [`ReconnectPolicy`](crate::ReconnectPolicy)'s backoff (up
+    /// to its `max_attempts`, then the last error is returned), except
+    /// after a permanent refusal (HTTP 400, 401, 403).
     ///
     /// For a `wss://` URL the TLS configuration is built here, once (see
     /// [`ConnectOptions`]'s TLS section), and reused by every reconnect.
     pub async fn connect(opts: ConnectOptions) -> Result<Self, ClientError> {
         let opts = opts.resolve_tls()?;
-        let (ws, welcome) = driver::open(&opts).await?;
+        let (ws, welcome) = first_connection(&opts).await?;
+        let identity = Arc::new(Mutex::new(opts.identity.clone()));
+        let stopped = Arc::new(Mutex::new(None));
         let opts = Arc::new(opts);
+        let timeout = opts.request_timeout;
         let (requests_tx, requests_rx) = mpsc::channel(opts.queue_capacity);
         let (direct_tx, direct_rx) = mpsc::channel(opts.subscription_capacity);
         let (events_tx, events_rx) = mpsc::channel(EVENT_CAPACITY);
@@ -80,6 +93,8 @@ impl Client {
             events: events_tx,
             events_taken: events_taken.clone(),
             state: state_tx,
+            identity: identity.clone(),
+            stopped: stopped.clone(),
         };
         let driver = Driver::new(opts.clone(), requests_rx, outlets, id_prefix.clone());
         tokio::spawn(driver.run(ws));
@@ -94,8 +109,42 @@ impl Client {
                 direct_taken,
                 events: Mutex::new(Some(events_rx)),
                 events_taken,
+                identity,
+                stopped,
             }),
+            timeout,
         })
+    }
+
+    /// A handle on the same connection whose calls wait at most `timeout`
+    /// for their reply (instead of [`ConnectOptions::request_timeout`]).
+    /// Cheap; use it for one call or keep it:
+    ///
+    /// ```no_run
+    /// # async fn run(client: arqon_client::Client) -> Result<(), arqon_client::ClientError> {
+    /// use std::time::Duration;
+    ///
+    /// let status = client.with_timeout(Duration::from_millis(200)).status().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            timeout,
+        }
+    }
+
+    /// The request timeout of this handle.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Why the client stopped for good, once it has (see
+    /// [`ClientError::Stopped`]).
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        lock(&self.inner.stopped).clone()
     }
 
     /// Where the connection stands now.
@@ -145,7 +194,7 @@ impl Client {
         let _ = self.inner.requests.send(Request::Close).await;
         let mut state = self.inner.state.clone();
         let _ = tokio::time::timeout(
-            self.inner.opts.request_timeout,
+            self.timeout,
             state.wait_for(|s| *s == ConnectionState::Closed),
         )
         .await;
@@ -163,35 +212,65 @@ impl Client {
         self.typed("status", Map::new()).await
     }
 
-    /// `identify`: updates what the server knows about this client.
+    /// `identify`: updates what the server knows about this client. The
+    /// fields it sets are remembered and sent as query parameters on every
+    /// reconnect (on top of those of [`ConnectOptions`]).
     pub async fn identify(&self, identity: &Identity) -> Result<ClientRecord, ClientError> {
         identity.validate()?;
         let args = match serde_json::to_value(identity) {
             Ok(Value::Object(args)) => args,
             _ => Map::new(),
         };
-        self.typed("identify", args).await
+        let record = self.typed("identify", args).await?;
+        lock(&self.inner.identity).merge(identity);
+        Ok(record)
     }
 
     /// `join_channel`, returning the channel's [`Subscription`]. Joining a
     /// channel again replaces its previous subscription (which ends).
-    /// Dropping a subscription discards its messages but stays joined: use
-    /// [`leave_channel`](Self::leave_channel) to leave.
+    /// Dropping a subscription leaves the channel (a `leave_channel` sent
+    /// in the background), unless a later join replaced it.
     pub async fn join_channel(
         &self,
         room: &str,
         channel: &str,
     ) -> Result<Subscription, ClientError> {
+        self.join_channel_with(room, channel, JoinOptions::default())
+            .await
+    }
+
+    /// `join_channel` with [`JoinOptions`]: `presence` (SPEC §15:
+    /// [`SubscriptionEvent::Presence`] events, kept across reconnects) and
+    /// `recover` (SPEC §14: when the server recovers the messages after
+    /// the given position they come first on the subscription, marked
+    /// `replayed`; [`Joined::recovered`] says whether it did).
+    pub async fn join_channel_with(
+        &self,
+        room: &str,
+        channel: &str,
+        options: JoinOptions,
+    ) -> Result<Subscription, ClientError> {
         let key = ChannelKey::new(room, channel)?;
         let id = self.next_id();
-        let frame = command_frame(&id, "join_channel", channel_args(&key));
+        let mut args = channel_args(&key);
+        if options.presence {
+            args.insert("presence".into(), true.into());
+        }
+        if let Some(recover) = &options.recover {
+            let mut from = Map::new();
+            from.insert("seq".into(), recover.seq.into());
+            from.insert("epoch".into(), recover.epoch.clone().into());
+            args.insert("recover".into(), Value::Object(from));
+        }
+        let frame = command_frame(&id, "join_channel", args);
         let (tx, rx) = oneshot::channel();
         let deadline = self.deadline();
         self.enqueue(
             Request::Join {
                 key: key.clone(),
-                id,
+                id: id.clone(),
                 frame,
+                presence: options.presence,
                 reply: tx,
             },
             deadline,
@@ -202,6 +281,7 @@ impl Client {
             channel: key,
             joined,
             rx: events,
+            leave: Some((self.inner.requests.downgrade(), id)),
         })
     }
 
@@ -456,10 +536,10 @@ impl Client {
     async fn enqueue(&self, request: Request, deadline: Instant) -> Result<(), ClientError> {
         match tokio::time::timeout_at(deadline, self.inner.requests.send(request)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(ClientError::Closed),
+            Ok(Err(_)) => Err(self.closed()),
             Err(_) => Err(ClientError::Timeout {
                 what: "room in the send queue",
-                after: self.inner.opts.request_timeout,
+                after: self.timeout,
             }),
         }
     }
@@ -472,16 +552,25 @@ impl Client {
     ) -> Result<T, ClientError> {
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(_)) => Err(ClientError::Closed),
+            Ok(Err(_)) => Err(self.closed()),
             Err(_) => Err(ClientError::Timeout {
                 what,
-                after: self.inner.opts.request_timeout,
+                after: self.timeout,
             }),
         }
     }
 
     fn deadline(&self) -> Instant {
-        Instant::now() + self.inner.opts.request_timeout
+        Instant::now() + self.timeout
+    }
+
+    /// [`ClientError::Stopped`] when the client stopped for good, else
+    /// [`ClientError::Closed`].
+    fn closed(&self) -> ClientError {
+        match self.stop_reason() {
+            Some(reason) => ClientError::Stopped(reason),
+            None => ClientError::Closed,
+        }
     }
 
     fn next_id(&self) -> String {
@@ -491,23 +580,39 @@ impl Client {
 
     fn not_connected(&self) -> ClientError {
         match *self.inner.state.borrow() {
-            ConnectionState::Closed => ClientError::Closed,
+            ConnectionState::Closed => self.closed(),
             _ => ClientError::NotConnected,
         }
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn channel_args(key: &ChannelKey) -> Map<String, Value> {
-    let mut args = Map::new();
-    args.insert("room".into(), key.room().into());
-    args.insert("channel".into(), key.channel().into());
-    args
+/// The first connection, retried when the options say so.
+async fn first_connection(opts: &ConnectOptions) -> Result<(driver::Ws, Welcome), ClientError> {
+    let policy = opts.reconnect;
+    let mut attempt = 0u32;
+    loop {
+        match driver::open(opts, &opts.identity).await {
+            Ok(opened) => return Ok(opened),
+            Err(e) => {
+                attempt += 1;
+                let permanent = StopReason::from_refusal(&e).is_some()
+                    || matches!(
+                        e,
+                        ClientError::InvalidUrl { .. }
+                            | ClientError::InvalidOption { .. }
+                            | ClientError::Tls { .. }
+                    );
+                if !opts.retry_first_connect
+                    || permanent
+                    || policy.max_attempts.is_some_and(|max| attempt >= max)
+                {
+                    return Err(e);
+                }
+                tracing::debug!(error = %e, attempt, "first connection failed; retrying");
+                tokio::time::sleep(policy.delay(attempt - 1)).await;
+            }
+        }
+    }
 }
 
 fn object(payload: impl Serialize) -> Result<Value, ClientError> {
@@ -528,11 +633,34 @@ fn success(envelope: &Envelope) -> Result<(), ClientError> {
 /// The messages of one joined channel, in `seq` order, with a
 /// [`SubscriptionEvent::Gap`] after each reconnect. Ends (`None`) when the
 /// channel is left or deleted, or the client is closed.
+///
+/// Dropping it leaves the channel: a `leave_channel` is sent in the
+/// background (nothing is sent if the channel was left already, or if a
+/// later [`join_channel`](Client::join_channel) of the same channel
+/// replaced this subscription).
 #[derive(Debug)]
 pub struct Subscription {
     channel: ChannelKey,
     joined: Joined,
     rx: mpsc::Receiver<SubscriptionEvent>,
+    /// The connection task (weakly: a subscription does not keep it
+    /// alive) and the id of the join, to leave on drop.
+    leave: Option<(mpsc::WeakSender<Request>, String)>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some((requests, join_id)) = self.leave.take()
+            && let Some(requests) = requests.upgrade()
+        {
+            // Never waits: with the queue full the channel stays joined
+            // (its messages are discarded) until the client closes.
+            let _ = requests.try_send(Request::Unsubscribe {
+                key: self.channel.clone(),
+                join_id,
+            });
+        }
+    }
 }
 
 impl Subscription {
@@ -553,7 +681,7 @@ impl Subscription {
         self.rx.recv().await
     }
 
-    /// The next message, skipping gap reports.
+    /// The next message, skipping gap reports, presence and lag events.
     ///
     /// # Cancel safety
     /// Cancel safe, like [`recv`](Self::recv).
@@ -561,8 +689,8 @@ impl Subscription {
         loop {
             match self.rx.recv().await? {
                 SubscriptionEvent::Message(message) => return Some(message),
-                SubscriptionEvent::Gap(_) => {}
                 SubscriptionEvent::Removed { .. } => return None,
+                _ => {}
             }
         }
     }

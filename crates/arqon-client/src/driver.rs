@@ -4,19 +4,32 @@
 //!
 //! Reconnect and gap filling, per joined channel:
 //! 1. while disconnected, remember the last delivered `seq` and `epoch`;
-//! 2. after reconnecting, send `join_channel`; live messages that arrive
-//!    from then on are buffered (bounded);
-//! 3. the join reply names the channel's current `seq` and `epoch`. Same
-//!    epoch and a higher `seq`: page through `history after_seq=<last>`
-//!    and deliver what it returns, marked `replayed`. A different epoch:
-//!    the history restarted, nothing can be recovered;
+//! 2. after reconnecting, send `join_channel` with
+//!    `recover: {seq: <last delivered>, epoch}` (SPEC §14) and the
+//!    channel's `presence` flag; live messages that arrive from then on
+//!    are buffered (bounded);
+//! 3. the join reply names the channel's current `seq` and `epoch`. With
+//!    `recovered: true` its `publications` are the missed messages:
+//!    deliver them (marked `replayed`, deduplicated by `seq`). Otherwise
+//!    (`recovered: false`, or a server without §14), same epoch and a
+//!    higher `seq`: page through `history after_seq=<last>` and deliver
+//!    what it returns, marked `replayed`. A different epoch: the history
+//!    restarted, nothing can be recovered;
 //! 4. deliver a [`GapReport`], then the buffered live messages (skipping
 //!    any `seq` already delivered).
+//!
+//! A reconnect is not attempted after a permanent refusal (HTTP 400, 401,
+//! 403) or close code 4000 / 4003: the task ends with a [`StopReason`].
+//!
+//! Refill on lag (when enabled): live delivery remembers the seqs it
+//! skipped (bounded); a `lagged` notice starts a `history after_seq` read
+//! from its `first_dropped_seq`, paged up to the reply's `last_seq`, that
+//! delivers only seqs skipped or not yet seen.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arqon_protocol::{ChannelKey, Envelope, EnvelopeType, SERVER_SENDER, close};
@@ -29,11 +42,11 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tracing::{debug, warn};
 
-use crate::error::{ClientError, ServerError};
-use crate::options::ConnectOptions;
+use crate::error::{ClientError, ServerError, StopReason};
+use crate::options::{ConnectOptions, Identity};
 use crate::types::{
-    ChannelMessage, ClientEvent, DirectMessage, GapReport, History, Joined, SubscriptionEvent,
-    Welcome,
+    ChannelMessage, ClientEvent, DirectMessage, GapFill, GapReport, History, Joined, LagReport,
+    PresenceEvent, Recovery, SubscriptionEvent, Welcome,
 };
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -45,6 +58,9 @@ pub(crate) type JoinReply =
 const HISTORY_PAGE: u64 = 1000;
 /// Live messages buffered per channel while its gap is being filled.
 const RESYNC_BUFFER: usize = 65_536;
+/// Seqs remembered per channel as skipped by live delivery (dropped by the
+/// server), for [`ConnectOptions::refill_on_lag`].
+const MISSING_CAP: usize = 65_536;
 /// Requests taken from the queue before the writes are flushed.
 const WRITE_BATCH: usize = 256;
 
@@ -73,7 +89,14 @@ pub(crate) enum Request {
         key: ChannelKey,
         id: String,
         frame: String,
+        presence: bool,
         reply: JoinReply,
+    },
+    /// A [`Subscription`](crate::Subscription) was dropped: leave its
+    /// channel unless a later join (another id) replaced it.
+    Unsubscribe {
+        key: ChannelKey,
+        join_id: String,
     },
     Leave {
         key: ChannelKey,
@@ -110,6 +133,13 @@ enum Pending {
     History {
         key: ChannelKey,
     },
+    /// Internal: a page of history refilling what a slow client lost.
+    Refill {
+        key: ChannelKey,
+    },
+    /// Internal: a reply nobody waits for (the leave of a dropped
+    /// subscription).
+    Ignore,
 }
 
 struct Resync {
@@ -120,6 +150,7 @@ struct Resync {
     new_epoch: Option<String>,
     epoch_changed: bool,
     complete: bool,
+    via: GapFill,
     buffer: VecDeque<Envelope>,
 }
 
@@ -130,6 +161,16 @@ struct ChannelState {
     last_seq: u64,
     epoch: Option<String>,
     resync: Option<Resync>,
+    /// Whether the join asked for presence events (kept on re-joins).
+    presence: bool,
+    /// The id of the join request behind the live subscription.
+    join_id: String,
+    /// Refill on lag: seqs live delivery skipped (dropped by the server).
+    missing: BTreeSet<u64>,
+    /// Refill on lag: a history read is in flight.
+    refilling: bool,
+    /// Refill on lag: a notice came during the refill; start again from it.
+    refill_again: Option<u64>,
 }
 
 /// Queues shared with the client handles.
@@ -139,6 +180,11 @@ pub(crate) struct Outlets {
     pub events: mpsc::Sender<ClientEvent>,
     pub events_taken: Arc<AtomicBool>,
     pub state: watch::Sender<ConnectionState>,
+    /// The identity sent on each (re)connect: the options' one, updated by
+    /// every successful `identify`.
+    pub identity: Arc<Mutex<Identity>>,
+    /// Set when the client stopped for good.
+    pub stopped: Arc<Mutex<Option<StopReason>>>,
 }
 
 enum Exit {
@@ -146,9 +192,10 @@ enum Exit {
     Closed,
     /// The connection dropped.
     Lost(String),
-    /// The server closed with 4000: a newer connection with the same
-    /// identity replaced this one, so reconnecting would only fight it.
-    Replaced(String),
+    /// The server said not to come back: 4000 (a newer connection with
+    /// the same identity replaced this one, reconnecting would only fight
+    /// it) or 4003 (an operator's disconnect).
+    Stopped(StopReason),
 }
 
 pub(crate) struct Driver {
@@ -165,8 +212,12 @@ pub(crate) struct Driver {
 /// Opens a connection (TLS for `wss://`, with the configuration
 /// [resolved](ConnectOptions::resolve_tls) when the client connected) and
 /// reads the welcome frame.
-pub(crate) async fn open(opts: &ConnectOptions) -> Result<(Ws, Welcome), ClientError> {
-    let request = opts.request()?;
+pub(crate) async fn open(
+    opts: &ConnectOptions,
+    identity: &Identity,
+) -> Result<(Ws, Welcome), ClientError> {
+    let token = opts.current_token().await?;
+    let request = opts.request_with(identity, token.as_deref())?;
     let uri = request.uri().clone();
     let invalid = |reason: &str| ClientError::InvalidUrl {
         url: opts.url.clone(),
@@ -309,9 +360,12 @@ impl Driver {
                     let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
                     break;
                 }
-                Exit::Replaced(reason) => {
+                Exit::Stopped(reason) => {
                     self.on_disconnect();
-                    self.emit(ClientEvent::Disconnected { reason });
+                    self.emit(ClientEvent::Disconnected {
+                        reason: reason.to_string(),
+                    });
+                    self.stop(reason);
                     break;
                 }
                 Exit::Lost(reason) => {
@@ -322,28 +376,48 @@ impl Driver {
                         break;
                     }
                     match self.reconnect().await {
-                        Some(new_ws) => {
+                        Ok(new_ws) => {
                             ws = new_ws;
                             self.resubscribe();
                         }
-                        None => break,
+                        Err(Some(reason)) => {
+                            self.stop(reason);
+                            break;
+                        }
+                        Err(None) => break,
                     }
                 }
             }
         }
+        let stopped = lock(&self.outlets.stopped).clone();
+        let error = || match &stopped {
+            Some(reason) => ClientError::Stopped(reason.clone()),
+            None => ClientError::Closed,
+        };
         self.outlets.state.send_replace(ConnectionState::Closed);
+        let reason = match &stopped {
+            Some(reason) => reason.to_string(),
+            None => "client closed".to_owned(),
+        };
         for (_, state) in self.channels.drain() {
             let _ = state.tx.try_send(SubscriptionEvent::Removed {
-                reason: "client closed".to_owned(),
+                reason: reason.clone(),
             });
         }
-        self.fail_pending(|| ClientError::Closed);
+        self.fail_pending(error);
         self.emit(ClientEvent::Closed);
         // Answer whatever is still queued so no caller waits for a timeout.
         self.requests.close();
         while let Ok(request) = self.requests.try_recv() {
-            refuse(request, || ClientError::Closed);
+            refuse(request, error);
         }
+    }
+
+    /// Records why the client stops for good and reports it.
+    fn stop(&mut self, reason: StopReason) {
+        warn!(%reason, "not reconnecting");
+        *lock(&self.outlets.stopped) = Some(reason.clone());
+        self.emit(ClientEvent::Stopped(reason));
     }
 
     async fn serve(&mut self, ws: &mut Ws) -> Exit {
@@ -358,9 +432,16 @@ impl Driver {
                     Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
                     Some(Ok(Message::Close(frame))) => {
                         return match frame {
-                            Some(f) if u16::from(f.code) == close::REPLACED => Exit::Replaced(
-                                format!("replaced by a newer connection: {}", f.reason),
-                            ),
+                            Some(f) if u16::from(f.code) == close::REPLACED => {
+                                Exit::Stopped(StopReason::Replaced {
+                                    reason: f.reason.to_string(),
+                                })
+                            }
+                            Some(f) if u16::from(f.code) == close::DISCONNECTED => {
+                                Exit::Stopped(StopReason::DisconnectedByOperator {
+                                    reason: f.reason.to_string(),
+                                })
+                            }
                             Some(f) => Exit::Lost(format!(
                                 "closed by the server: {} {}",
                                 u16::from(f.code),
@@ -427,6 +508,7 @@ impl Driver {
                 key,
                 id,
                 frame,
+                presence,
                 reply,
             } => {
                 if reply.is_closed() {
@@ -441,8 +523,15 @@ impl Driver {
                     last_seq: 0,
                     epoch: None,
                     resync: None,
+                    presence,
+                    join_id: id.clone(),
+                    missing: BTreeSet::new(),
+                    refilling: false,
+                    refill_again: None,
                 });
                 state.tx = tx;
+                state.presence = presence;
+                state.join_id.clone_from(&id);
                 self.outbox.push_back(frame);
                 self.pending.insert(id, Pending::Join { key, reply, rx });
             }
@@ -455,8 +544,27 @@ impl Driver {
                 self.outbox.push_back(frame);
                 self.pending.insert(id, Pending::Leave { key, reply });
             }
+            Request::Unsubscribe { key, join_id } => {
+                if self.forget(&key, &join_id) {
+                    let id = self.internal_id();
+                    self.outbox
+                        .push_back(command_frame(&id, "leave_channel", channel_args(&key)));
+                    self.pending.insert(id, Pending::Ignore);
+                }
+            }
         }
         false
+    }
+
+    /// Forgets a channel whose subscription (joined by `join_id`) was
+    /// dropped; `false` when a later join replaced that subscription.
+    fn forget(&mut self, key: &ChannelKey, join_id: &str) -> bool {
+        if self.channels.get(key).is_some_and(|s| s.join_id == join_id) {
+            self.channels.remove(key);
+            true
+        } else {
+            false
+        }
     }
 
     /// Drops requests whose caller stopped waiting (timed out).
@@ -510,12 +618,25 @@ impl Driver {
     }
 
     async fn on_system(&mut self, envelope: Envelope) {
-        let deleted = envelope
+        let event = envelope
             .payload
             .as_ref()
             .and_then(|p| p.get("event"))
-            .and_then(Value::as_str)
-            == Some("channel_deleted");
+            .and_then(Value::as_str);
+        if matches!(event, Some("join" | "leave"))
+            && let Some(key) = channel_of(&envelope)
+        {
+            if let Some(state) = self.channels.get(&key)
+                && let Some(presence) = PresenceEvent::from_envelope(key, &envelope)
+            {
+                let _ = state.tx.send(SubscriptionEvent::Presence(presence)).await;
+            }
+            return;
+        }
+        if event == Some("lagged") {
+            self.on_lagged(&envelope).await;
+        }
+        let deleted = event == Some("channel_deleted");
         if deleted
             && let Some(key) = channel_of(&envelope)
             && let Some(state) = self.channels.remove(&key)
@@ -532,6 +653,124 @@ impl Driver {
         self.emit(ClientEvent::System(Box::new(envelope)));
     }
 
+    /// A §16 notice: one [`SubscriptionEvent::Lagged`] per affected
+    /// subscription.
+    async fn on_lagged(&mut self, envelope: &Envelope) {
+        let channels = envelope
+            .payload
+            .as_ref()
+            .and_then(|p| p.get("channels"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for entry in channels {
+            let room = entry.get("room").and_then(Value::as_str);
+            let channel = entry.get("channel").and_then(Value::as_str);
+            let Some(key) = room
+                .zip(channel)
+                .and_then(|(r, c)| ChannelKey::new(r, c).ok())
+            else {
+                continue;
+            };
+            let Some(state) = self.channels.get(&key) else {
+                continue;
+            };
+            let report = LagReport {
+                channel: key.clone(),
+                dropped: entry.get("dropped").and_then(Value::as_u64).unwrap_or(0),
+                first_dropped_seq: entry.get("first_dropped_seq").and_then(Value::as_u64),
+            };
+            let first = report.first_dropped_seq;
+            let _ = state.tx.send(SubscriptionEvent::Lagged(report)).await;
+            if self.opts.refill_on_lag
+                && let Some(first) = first
+            {
+                self.start_refill(key, first);
+            }
+        }
+    }
+
+    /// Refill on lag: reads `history` from `first` (the first dropped seq)
+    /// on, unless a read is in flight (then once it ends) or a reconnect's
+    /// gap fill is running (it covers the same ground).
+    fn start_refill(&mut self, key: ChannelKey, first: u64) {
+        let Some(state) = self.channels.get_mut(&key) else {
+            return;
+        };
+        if state.resync.is_some() {
+            return;
+        }
+        if state.refilling {
+            state.refill_again = Some(state.refill_again.map_or(first, |f| f.min(first)));
+            return;
+        }
+        let from = state.missing.first().map_or(first, |&m| m.min(first));
+        state.refilling = true;
+        let after = from.saturating_sub(1);
+        self.request_page(key, after, HISTORY_PAGE, true);
+    }
+
+    /// A page of refill history: delivers each seq not delivered yet (the
+    /// ones live delivery skipped, and any past the last one seen), up to
+    /// the channel's `last_seq` as the reply names it.
+    async fn on_refill(&mut self, key: ChannelKey, history: Option<History>) {
+        let Some(state) = self.channels.get_mut(&key) else {
+            return;
+        };
+        let mut next = None;
+        // What this refill read through (the channel's `last_seq` when the
+        // server read it): skipped seqs up to it that are still missing are
+        // no longer in history. An unusable reply gives up on all of them.
+        let mut covered = state.last_seq;
+        if let Some(history) = history
+            && history.epoch == state.epoch
+        {
+            covered = history.last_seq;
+            let mut page_max = None;
+            for envelope in history.messages {
+                let Some(seq) = envelope.seq else { continue };
+                page_max = Some(seq);
+                let fresh = seq > state.last_seq;
+                if !fresh && !state.missing.remove(&seq) {
+                    continue;
+                }
+                if fresh {
+                    for lost in state.last_seq + 1..seq {
+                        if state.missing.len() < MISSING_CAP {
+                            state.missing.insert(lost);
+                        }
+                    }
+                    state.last_seq = seq;
+                }
+                if !state.tx.is_closed() {
+                    let message = ChannelMessage::from_envelope(key.clone(), envelope, true);
+                    let _ = state.tx.send(SubscriptionEvent::Message(message)).await;
+                }
+            }
+            // A truncated page (SPEC §5) is continued from its last seq.
+            if let Some(max) = page_max
+                && max < history.last_seq
+            {
+                next = Some(max);
+            }
+        }
+        if let Some(after) = next {
+            self.request_page(key, after, HISTORY_PAGE, true);
+            return;
+        }
+        state.refilling = false;
+        // What history no longer holds cannot come back; seqs skipped past
+        // `covered` (live delivery went on meanwhile) get another read.
+        state.missing = state.missing.split_off(&(covered + 1));
+        let again = match (state.refill_again.take(), state.missing.first()) {
+            (Some(first), Some(&m)) => Some(first.min(m)),
+            (again, missing) => again.or(missing.copied()),
+        };
+        if let Some(first) = again {
+            self.start_refill(key, first);
+        }
+    }
+
     async fn on_channel_message(&mut self, key: ChannelKey, envelope: Envelope) {
         let Some(state) = self.channels.get_mut(&key) else {
             return;
@@ -544,7 +783,7 @@ impl Driver {
             }
             return;
         }
-        deliver_live(state, key, envelope).await;
+        deliver_live(state, key, envelope, self.opts.refill_on_lag).await;
     }
 
     async fn resolve(&mut self, pending: Pending, envelope: Envelope) {
@@ -552,6 +791,15 @@ impl Driver {
         match pending {
             Pending::User(reply) => {
                 let _ = reply.send(Ok(envelope));
+            }
+            Pending::Ignore => {}
+            Pending::Refill { key } => {
+                let history = if failed {
+                    None
+                } else {
+                    parse_payload::<History>(&envelope).ok()
+                };
+                self.on_refill(key, history).await;
             }
             Pending::Leave { key, reply } => {
                 if !failed && let Some(state) = self.channels.remove(&key) {
@@ -569,8 +817,16 @@ impl Driver {
                 };
                 match joined {
                     Ok(joined) => {
+                        let recovery = recovery_of(&envelope);
+                        let _ = reply.send(Ok((joined.clone(), rx)));
                         if let Some(state) = self.channels.get_mut(&key) {
                             state.confirmed = true;
+                            if recovery.recovered == Some(true) {
+                                // Asked for with `JoinOptions::recover`:
+                                // the missed messages come first.
+                                state.epoch.clone_from(&joined.epoch);
+                                deliver_recovered(state, &key, recovery.publications).await;
+                            }
                             if state.epoch.is_none() || state.epoch != joined.epoch {
                                 state.epoch.clone_from(&joined.epoch);
                                 state.last_seq = joined.seq;
@@ -578,7 +834,6 @@ impl Driver {
                                 state.last_seq = state.last_seq.max(joined.seq);
                             }
                         }
-                        let _ = reply.send(Ok((joined, rx)));
                     }
                     Err(err) => {
                         if self.channels.get(&key).is_some_and(|s| !s.confirmed) {
@@ -605,7 +860,10 @@ impl Driver {
                     return;
                 }
                 match parse_payload::<Joined>(&envelope) {
-                    Ok(joined) => self.on_rejoined(key, joined).await,
+                    Ok(joined) => {
+                        let recovery = recovery_of(&envelope);
+                        self.on_rejoined(key, joined, recovery).await;
+                    }
                     Err(e) => {
                         warn!(error = %e, channel = %key, "unreadable join reply");
                         self.finish_resync(key, false).await;
@@ -628,7 +886,7 @@ impl Driver {
         }
     }
 
-    async fn on_rejoined(&mut self, key: ChannelKey, joined: Joined) {
+    async fn on_rejoined(&mut self, key: ChannelKey, joined: Joined, recovery: Recovery) {
         let Some(state) = self.channels.get_mut(&key) else {
             return;
         };
@@ -641,7 +899,24 @@ impl Driver {
                 resync.complete = false;
             }
         }
+        if same_epoch && recovery.recovered == Some(true) {
+            // SPEC §14: the reply holds exactly the missed messages.
+            let before = state.last_seq;
+            let delivered = deliver_recovered(state, &key, recovery.publications).await;
+            if let Some(resync) = &mut state.resync {
+                resync.recovered += delivered;
+                if joined.seq > before {
+                    resync.via = GapFill::Recovery;
+                }
+            }
+            let filled = state.last_seq >= joined.seq;
+            self.finish_resync(key, filled).await;
+            return;
+        }
         if same_epoch && joined.seq > state.last_seq {
+            if let Some(resync) = &mut state.resync {
+                resync.via = GapFill::History;
+            }
             let after = state.last_seq;
             self.request_history(key, after, joined.seq - after);
             return;
@@ -654,6 +929,11 @@ impl Driver {
     }
 
     fn request_history(&mut self, key: ChannelKey, after_seq: u64, wanted: u64) {
+        self.request_page(key, after_seq, wanted, false);
+    }
+
+    /// Asks for `history after_seq`, for a gap fill or (`refill`) a refill.
+    fn request_page(&mut self, key: ChannelKey, after_seq: u64, wanted: u64, refill: bool) {
         let mut args = Map::new();
         args.insert("room".into(), key.room().into());
         args.insert("channel".into(), key.channel().into());
@@ -661,7 +941,12 @@ impl Driver {
         args.insert("limit".into(), wanted.clamp(1, HISTORY_PAGE).into());
         let id = self.internal_id();
         self.outbox.push_back(command_frame(&id, "history", args));
-        self.pending.insert(id, Pending::History { key });
+        let pending = if refill {
+            Pending::Refill { key }
+        } else {
+            Pending::History { key }
+        };
+        self.pending.insert(id, pending);
     }
 
     async fn on_history(&mut self, key: ChannelKey, history: History) {
@@ -725,12 +1010,13 @@ impl Driver {
             epoch_changed: resync.epoch_changed,
             old_epoch: resync.old_epoch,
             new_epoch: resync.new_epoch,
+            via: resync.via,
         };
         if !state.tx.is_closed() {
             let _ = state.tx.send(SubscriptionEvent::Gap(report.clone())).await;
         }
         for envelope in resync.buffer {
-            deliver_live(state, key.clone(), envelope).await;
+            deliver_live(state, key.clone(), envelope, self.opts.refill_on_lag).await;
         }
         self.emit(ClientEvent::Gap(report));
     }
@@ -741,8 +1027,12 @@ impl Driver {
         self.fail_pending(|| ClientError::Disconnected);
         self.channels.retain(|_, state| state.confirmed);
         for state in self.channels.values_mut() {
-            // An interrupted gap fill starts over from what was delivered.
+            // An interrupted gap fill starts over from what was delivered;
+            // the re-join's recovery supersedes a refill.
             state.resync = None;
+            state.refilling = false;
+            state.refill_again = None;
+            state.missing.clear();
         }
     }
 
@@ -760,32 +1050,43 @@ impl Driver {
         }
     }
 
-    async fn reconnect(&mut self) -> Option<Ws> {
+    /// The identity to present on the next connection.
+    fn identity(&self) -> Identity {
+        lock(&self.outlets.identity).clone()
+    }
+
+    /// Reconnects with backoff. `Err(None)`: closed or out of attempts;
+    /// `Err(Some(_))`: a permanent refusal.
+    async fn reconnect(&mut self) -> Result<Ws, Option<StopReason>> {
         let policy = self.opts.reconnect;
         let mut attempt = 0u32;
         loop {
             if policy.max_attempts.is_some_and(|max| attempt >= max) {
-                return None;
+                return Err(None);
             }
             self.outlets
                 .state
                 .send_replace(ConnectionState::Reconnecting { attempt });
             let sleep = tokio::time::sleep(policy.delay(attempt));
             tokio::pin!(sleep);
-            let opened = {
-                let opening = async {
-                    (&mut sleep).await;
-                    open(&self.opts).await
-                };
-                tokio::pin!(opening);
-                loop {
-                    tokio::select! {
-                        opened = &mut opening => break opened,
-                        request = self.requests.recv() => match request {
-                            None | Some(Request::Close) => return None,
-                            Some(request) => refuse(request, || ClientError::NotConnected),
-                        },
-                    }
+            let identity = self.identity();
+            let opts = self.opts.clone();
+            let opening = async {
+                (&mut sleep).await;
+                open(&opts, &identity).await
+            };
+            tokio::pin!(opening);
+            let opened = loop {
+                tokio::select! {
+                    opened = &mut opening => break opened,
+                    request = self.requests.recv() => match request {
+                        None | Some(Request::Close) => return Err(None),
+                        Some(Request::Unsubscribe { key, join_id }) => {
+                            // Not re-joined, so nothing to leave.
+                            self.forget(&key, &join_id);
+                        }
+                        Some(request) => refuse(request, || ClientError::NotConnected),
+                    },
                 }
             };
             attempt += 1;
@@ -798,9 +1099,14 @@ impl Driver {
                         welcome,
                         attempts: attempt,
                     });
-                    return Some(ws);
+                    return Ok(ws);
                 }
-                Err(e) => debug!(error = %e, attempt, "reconnect attempt failed"),
+                Err(e) => {
+                    if let Some(reason) = StopReason::from_refusal(&e) {
+                        return Err(Some(reason));
+                    }
+                    debug!(error = %e, attempt, "reconnect attempt failed");
+                }
             }
         }
     }
@@ -821,11 +1127,19 @@ impl Driver {
                 new_epoch: None,
                 epoch_changed: false,
                 complete: true,
+                via: GapFill::Nothing,
                 buffer: VecDeque::new(),
             });
-            let mut args = Map::new();
-            args.insert("room".into(), key.room().into());
-            args.insert("channel".into(), key.channel().into());
+            let mut args = channel_args(&key);
+            if let Some(epoch) = &state.epoch {
+                let mut recover = Map::new();
+                recover.insert("seq".into(), state.last_seq.into());
+                recover.insert("epoch".into(), epoch.clone().into());
+                args.insert("recover".into(), Value::Object(recover));
+            }
+            if state.presence {
+                args.insert("presence".into(), true.into());
+            }
             let id = self.internal_id();
             self.outbox
                 .push_back(command_frame(&id, "join_channel", args));
@@ -846,11 +1160,20 @@ impl Driver {
 }
 
 /// Delivers a live channel message, dropping one already delivered.
-async fn deliver_live(state: &mut ChannelState, key: ChannelKey, envelope: Envelope) {
+async fn deliver_live(state: &mut ChannelState, key: ChannelKey, envelope: Envelope, track: bool) {
     if let Some(seq) = envelope.seq {
         if envelope.epoch == state.epoch {
             if seq <= state.last_seq {
                 return;
+            }
+            if track && state.last_seq > 0 {
+                // What the server dropped in between, to refill on lag.
+                for lost in state.last_seq + 1..seq {
+                    if state.missing.len() >= MISSING_CAP {
+                        break;
+                    }
+                    state.missing.insert(lost);
+                }
             }
         } else if envelope.epoch.is_some() {
             state.epoch.clone_from(&envelope.epoch);
@@ -862,6 +1185,51 @@ async fn deliver_live(state: &mut ChannelState, key: ChannelKey, envelope: Envel
     }
     let message = ChannelMessage::from_envelope(key, envelope, false);
     let _ = state.tx.send(SubscriptionEvent::Message(message)).await;
+}
+
+/// Delivers the `publications` of a recovered join (oldest first), skipping
+/// what was already delivered; returns how many were delivered.
+async fn deliver_recovered(
+    state: &mut ChannelState,
+    key: &ChannelKey,
+    publications: Vec<Envelope>,
+) -> u64 {
+    let mut delivered = 0;
+    for envelope in publications {
+        let Some(seq) = envelope.seq else { continue };
+        if seq <= state.last_seq {
+            continue;
+        }
+        state.last_seq = seq;
+        delivered += 1;
+        if !state.tx.is_closed() {
+            let message = ChannelMessage::from_envelope(key.clone(), envelope, true);
+            let _ = state.tx.send(SubscriptionEvent::Message(message)).await;
+        }
+    }
+    delivered
+}
+
+/// The §14 fields of a `join_channel` reply (absent from older servers).
+fn recovery_of(envelope: &Envelope) -> Recovery {
+    envelope
+        .payload
+        .as_ref()
+        .and_then(|p| serde_json::from_value(p.clone()).ok())
+        .unwrap_or_default()
+}
+
+pub(crate) fn channel_args(key: &ChannelKey) -> Map<String, Value> {
+    let mut args = Map::new();
+    args.insert("room".into(), key.room().into());
+    args.insert("channel".into(), key.channel().into());
+    args
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn refuse(request: Request, error: impl Fn() -> ClientError) {
@@ -877,7 +1245,7 @@ fn refuse(request: Request, error: impl Fn() -> ClientError) {
         } => {
             let _ = reply.send(Err(error()));
         }
-        Request::Publish { ack: None, .. } | Request::Close => {}
+        Request::Publish { ack: None, .. } | Request::Close | Request::Unsubscribe { .. } => {}
     }
 }
 

@@ -46,6 +46,58 @@ impl ServerError {
     }
 }
 
+/// The error a [`token_provider`](crate::ConnectOptions::token_provider)
+/// callback returned.
+#[derive(Debug, thiserror::Error)]
+#[error("token provider failed: {0}")]
+pub struct TokenError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+/// Why the client stopped for good instead of reconnecting: the server
+/// said that trying again cannot help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// The upgrade was refused with HTTP 400 (a bad query parameter),
+    /// 401 (a bad or expired token) or 403.
+    Refused { status: u16, body: String },
+    /// Close code 4000: a newer connection with the same identity (JWT
+    /// `sub`) replaced this one; reconnecting would only fight it.
+    Replaced { reason: String },
+    /// Close code 4003: an operator disconnected this client (SPEC §17).
+    DisconnectedByOperator { reason: String },
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::Refused { status, body } => {
+                write!(f, "handshake refused with HTTP {status}: {body}")
+            }
+            StopReason::Replaced { reason } => {
+                write!(f, "replaced by a newer connection (4000): {reason}")
+            }
+            StopReason::DisconnectedByOperator { reason } => {
+                write!(f, "disconnected by an operator (4003): {reason}")
+            }
+        }
+    }
+}
+
+impl StopReason {
+    /// The handshake statuses that make retrying pointless.
+    pub(crate) fn from_refusal(err: &ClientError) -> Option<Self> {
+        match err {
+            ClientError::Refused { status, body } if matches!(status, 400 | 401 | 403) => {
+                Some(StopReason::Refused {
+                    status: *status,
+                    body: body.clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Everything a client call can fail with.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -93,6 +145,14 @@ pub enum ClientError {
     /// The client was closed, or gave up reconnecting.
     #[error("client closed")]
     Closed,
+    /// The client stopped for good (a permanent refusal, a replaced
+    /// connection, an operator's disconnect): pending and later calls fail
+    /// with this, subscriptions end.
+    #[error("client stopped: {0}")]
+    Stopped(StopReason),
+    /// The [`token_provider`](crate::ConnectOptions::token_provider) failed.
+    #[error(transparent)]
+    Token(TokenError),
     /// The server sent something this client cannot read.
     #[error("unexpected reply from the server: {reason}")]
     Protocol { reason: String },

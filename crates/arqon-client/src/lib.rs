@@ -17,11 +17,41 @@
 //!   stream of [`ChannelMessage`]s (with `seq`, `epoch`, `sender`), and
 //!   [`Client::direct_messages`] is the stream of direct messages.
 //! - When the connection drops, the client reconnects with exponential
-//!   backoff and jitter, re-joins its channels, and fills the gap with
-//!   `history after_seq=<last seen seq>` when the channel's `epoch` is
-//!   unchanged. Each channel then gets a [`GapReport`] saying whether the
-//!   gap was filled (a changed epoch means the history restarted and the
-//!   gap cannot be filled).
+//!   backoff and jitter and re-joins its channels, each with
+//!   `recover: {seq, epoch}` — the last `seq` and `epoch` it delivered
+//!   (SPEC §14). When the server answers `recovered: true`, the reply's
+//!   `publications` are delivered (marked `replayed`, deduplicated by
+//!   `seq`) before the live messages that follow; when it answers
+//!   `recovered: false` (too many missed, history trimmed) or is older
+//!   than §14, the client pages through `history after_seq=<last seen
+//!   seq>` instead, as long as the channel's `epoch` is unchanged. Each
+//!   channel then gets a [`GapReport`] saying whether the gap was filled
+//!   and [how](GapFill) (a changed epoch means the history restarted and
+//!   the gap cannot be filled).
+//! - Reconnecting stops for good when the server says retrying cannot
+//!   help: HTTP 400, 401 or 403 at the upgrade, close code 4000 (replaced
+//!   by a newer connection with the same JWT `sub`) or 4003 (disconnected
+//!   by an operator, SPEC §17). The reason is reported as
+//!   [`ClientEvent::Stopped`] (then [`ClientEvent::Closed`]), in each
+//!   subscription's final [`SubscriptionEvent::Removed`], by
+//!   [`Client::stop_reason`], and as [`ClientError::Stopped`] from pending
+//!   and later calls.
+//! - Every (re)connect sends the identity as query parameters: the
+//!   options' fields, updated by every successful [`Client::identify`].
+//!   [`ConnectOptions::token_provider`] is awaited for a fresh token before
+//!   each attempt. [`ConnectOptions::retry_first_connect`] applies the
+//!   reconnect policy to the first connection too.
+//! - Each call waits at most [`ConnectOptions::request_timeout`];
+//!   [`Client::with_timeout`] gives a handle with another timeout.
+//! - Dropping a [`Subscription`] leaves its channel (a `leave_channel` in
+//!   the background), unless a later join of that channel replaced it.
+//! - [`Client::join_channel_with`] takes [`JoinOptions`]: `presence`
+//!   (SPEC §15) adds [`SubscriptionEvent::Presence`] events when others join
+//!   or leave; `recover` asks for the messages after a known position.
+//!   A `lagged` notice (SPEC §16: the server dropped messages for this slow
+//!   client) becomes a [`SubscriptionEvent::Lagged`] on each affected
+//!   subscription; with [`ConnectOptions::refill_on_lag`] the dropped
+//!   messages are then fetched from history and delivered once each.
 //!
 //! - `wss://` URLs connect over TLS with rustls (ring provider, no
 //!   OpenSSL). The server's certificate is checked against the operating
@@ -59,6 +89,8 @@
 //!         SubscriptionEvent::Gap(gap) if !gap.filled => eprintln!("missed messages: {gap:?}"),
 //!         SubscriptionEvent::Gap(_) => {}
 //!         SubscriptionEvent::Removed { reason } => eprintln!("{reason}"),
+//!         SubscriptionEvent::Lagged(lag) => eprintln!("lost {} messages", lag.dropped),
+//!         _ => {} // presence events (when asked for), later kinds
 //!     }
 //! }
 //! # Ok(())
@@ -76,7 +108,7 @@ pub use arqon_protocol::{
 };
 pub use client::{Client, DirectMessages, Subscription};
 pub use driver::ConnectionState;
-pub use error::{ClientError, ServerError};
+pub use error::{ClientError, ServerError, StopReason, TokenError};
 pub use options::{ConnectOptions, Identity, ReconnectPolicy};
 /// The TLS library behind `wss://`, for [`ConnectOptions::tls_config`].
 pub use rustls;
@@ -84,7 +116,7 @@ pub use rustls;
 pub use rustls::pki_types::CertificateDer;
 pub use types::{
     Ack, ChannelInfo, ChannelList, ChannelMessage, ChannelRecord, ClientCounts, ClientEvent,
-    ClientRecord, Deleted, DirectMessage, GapReport, History, HistoryQuery, Joined, Left, Limits,
-    MessageCounts, Participant, ParticipantCounts, Pong, ServerInfo, Status, StorageInfo,
-    SubscriptionEvent, Welcome,
+    ClientRecord, Deleted, DirectMessage, GapFill, GapReport, History, HistoryQuery, JoinOptions,
+    Joined, LagReport, Left, Limits, MessageCounts, Participant, ParticipantCounts, Pong,
+    PresenceEvent, RecoverFrom, ServerInfo, Status, StorageInfo, SubscriptionEvent, Welcome,
 };

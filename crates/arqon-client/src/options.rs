@@ -2,11 +2,13 @@
 //! timeouts, queue sizes and the reconnect policy.
 
 use std::fmt;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arqon_protocol::{ClientType, MAX_AVATAR_LEN, MAX_PERSONALITY_LEN, MAX_SCREEN_NAME_LEN};
+use futures_util::future::BoxFuture;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde::Serialize;
@@ -14,7 +16,12 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::error::ClientError;
+use crate::error::{ClientError, TokenError};
+
+/// Produces the token for each connection attempt; see
+/// [`ConnectOptions::token_provider`].
+pub(crate) type TokenProvider =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<String, TokenError>> + Send + Sync>;
 
 /// What a client says about itself: the query parameters of SPEC §2, and
 /// the arguments of [`identify`](crate::Client::identify).
@@ -48,6 +55,22 @@ impl Identity {
         check("screen_name", &self.screen_name, MAX_SCREEN_NAME_LEN)?;
         check("avatar", &self.avatar, MAX_AVATAR_LEN)?;
         check("personality", &self.personality, MAX_PERSONALITY_LEN)
+    }
+
+    /// Takes every field `update` sets, keeping the others.
+    pub(crate) fn merge(&mut self, update: &Identity) {
+        if update.client_type.is_some() {
+            self.client_type = update.client_type;
+        }
+        for (mine, theirs) in [
+            (&mut self.screen_name, &update.screen_name),
+            (&mut self.avatar, &update.avatar),
+            (&mut self.personality, &update.personality),
+        ] {
+            if theirs.is_some() {
+                mine.clone_from(theirs);
+            }
+        }
     }
 }
 
@@ -178,6 +201,9 @@ pub struct ConnectOptions {
     pub(crate) queue_capacity: usize,
     pub(crate) read_buffer_size: usize,
     pub(crate) tls: Tls,
+    pub(crate) token_provider: Option<TokenProvider>,
+    pub(crate) retry_first_connect: bool,
+    pub(crate) refill_on_lag: bool,
 }
 
 impl fmt::Debug for ConnectOptions {
@@ -194,6 +220,12 @@ impl fmt::Debug for ConnectOptions {
             .field("queue_capacity", &self.queue_capacity)
             .field("read_buffer_size", &self.read_buffer_size)
             .field("tls", &self.tls)
+            .field(
+                "token_provider",
+                &self.token_provider.as_ref().map(|_| "<fn>"),
+            )
+            .field("retry_first_connect", &self.retry_first_connect)
+            .field("refill_on_lag", &self.refill_on_lag)
             .finish()
     }
 }
@@ -215,6 +247,9 @@ impl ConnectOptions {
             queue_capacity: 1024,
             read_buffer_size: 16 * 1024,
             tls: Tls::SystemRoots,
+            token_provider: None,
+            retry_first_connect: false,
+            refill_on_lag: false,
         }
     }
 
@@ -257,6 +292,66 @@ impl ConnectOptions {
         self
     }
 
+    /// A callback that yields the token for each connection attempt: it is
+    /// awaited before the first connect and before every reconnect, and
+    /// its token is sent as `Authorization: Bearer <token>` (it replaces
+    /// [`token`](Self::token)). Use it to refresh short-lived JWTs.
+    ///
+    /// When it fails during a reconnect, the attempt counts as failed and
+    /// the next one (after the backoff) calls it again; when it fails
+    /// before the first connection, [`Client::connect`](crate::Client::connect)
+    /// returns [`ClientError::Token`] (unless
+    /// [`retry_first_connect`](Self::retry_first_connect) is set).
+    ///
+    /// ```
+    /// use arqon_client::ConnectOptions;
+    ///
+    /// async fn fetch_token() -> Result<String, std::io::Error> {
+    ///     Ok("fresh-jwt".to_owned())
+    /// }
+    ///
+    /// let options = ConnectOptions::new("ws://127.0.0.1:9100/").token_provider(fetch_token);
+    /// ```
+    #[must_use]
+    pub fn token_provider<F, Fut, E>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, E>> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let provider = Arc::new(provider);
+        self.token_provider = Some(Arc::new(move || {
+            let future = provider();
+            Box::pin(async move { future.await.map_err(|e| TokenError(Box::new(e))) })
+        }));
+        self
+    }
+
+    /// Whether the first connection is retried like a reconnect (same
+    /// [`ReconnectPolicy`] backoff and `max_attempts`) instead of failing
+    /// [`Client::connect`](crate::Client::connect) at once. Default
+    /// `false`. Permanent refusals (HTTP 400, 401, 403) are never
+    /// retried.
+    #[must_use]
+    pub fn retry_first_connect(mut self, retry: bool) -> Self {
+        self.retry_first_connect = retry;
+        self
+    }
+
+    /// Whether a `lagged` notice (SPEC §16: the server dropped messages
+    /// for this slow client) makes the client fetch what was dropped with
+    /// `history after_seq`, from the notice's `first_dropped_seq` up to the
+    /// channel's `last_seq` as the history reply names it. Each dropped
+    /// message is then delivered once (deduplicated by `seq`), marked
+    /// `replayed`, after the [`SubscriptionEvent::Lagged`](crate::SubscriptionEvent::Lagged)
+    /// event — possibly after live messages that overtook it. Messages no
+    /// longer in history stay lost. Default `false`: only the event.
+    #[must_use]
+    pub fn refill_on_lag(mut self, refill: bool) -> Self {
+        self.refill_on_lag = refill;
+        self
+    }
+
     /// Time allowed for TCP connect, handshake and the welcome frame.
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -264,7 +359,9 @@ impl ConnectOptions {
         self
     }
 
-    /// Time allowed for each command or acknowledged publish.
+    /// Time allowed for each command or acknowledged publish, unless a
+    /// handle from [`Client::with_timeout`](crate::Client::with_timeout)
+    /// overrides it.
     #[must_use]
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
@@ -395,18 +492,37 @@ impl ConnectOptions {
         }
     }
 
+    /// The token for the next connection attempt: the provider's, or the
+    /// fixed one.
+    pub(crate) async fn current_token(&self) -> Result<Option<String>, ClientError> {
+        match &self.token_provider {
+            Some(provider) => Ok(Some(provider().await.map_err(ClientError::Token)?)),
+            None => Ok(self.token.clone()),
+        }
+    }
+
+    /// The handshake request with the options' own identity and token.
+    #[cfg(test)]
+    pub(crate) fn request(&self) -> Result<Request, ClientError> {
+        self.request_with(&self.identity, self.token.as_deref())
+    }
+
     /// The handshake request: URL with the identity query parameters, and
     /// the `Authorization` header.
-    pub(crate) fn request(&self) -> Result<Request, ClientError> {
-        self.identity.validate()?;
+    pub(crate) fn request_with(
+        &self,
+        identity: &Identity,
+        token: Option<&str>,
+    ) -> Result<Request, ClientError> {
+        identity.validate()?;
         let mut params = Vec::new();
-        if let Some(kind) = self.identity.client_type {
+        if let Some(kind) = identity.client_type {
             params.push(("client_type", kind.as_str().to_owned()));
         }
         for (name, value) in [
-            ("screen_name", &self.identity.screen_name),
-            ("avatar", &self.identity.avatar),
-            ("personality", &self.identity.personality),
+            ("screen_name", &identity.screen_name),
+            ("avatar", &identity.avatar),
+            ("personality", &identity.personality),
         ] {
             if let Some(value) = value {
                 params.push((name, value.clone()));
@@ -432,7 +548,7 @@ impl ConnectOptions {
             .as_str()
             .into_client_request()
             .map_err(|e| invalid(e.to_string()))?;
-        if let Some(token) = &self.token {
+        if let Some(token) = token {
             let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
                 ClientError::InvalidOption {
                     name: "token",

@@ -131,6 +131,66 @@ pub struct Joined {
     pub seq: u64,
     #[serde(default)]
     pub epoch: Option<String>,
+    /// With [`JoinOptions::recover`] (and after every reconnect): whether
+    /// the server recovered the missed messages (SPEC §14). `None` when
+    /// recovery was not asked for, or the server predates §14.
+    #[serde(default)]
+    pub recovered: Option<bool>,
+}
+
+/// The §14 part of a `join_channel` reply.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct Recovery {
+    pub recovered: Option<bool>,
+    pub publications: Vec<Envelope>,
+}
+
+/// Where to recover from when joining: the last `seq` and `epoch` seen on
+/// the channel (SPEC §14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoverFrom {
+    pub seq: u64,
+    pub epoch: String,
+}
+
+/// Options of [`Client::join_channel_with`](crate::Client::join_channel_with).
+///
+/// ```
+/// use arqon_client::JoinOptions;
+///
+/// let options = JoinOptions::new().presence(true).recover(41, "3f2a");
+/// assert!(options.presence);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JoinOptions {
+    /// Receive [`SubscriptionEvent::Presence`] when others join or leave
+    /// (SPEC §15). Kept across reconnects.
+    pub presence: bool,
+    /// Ask for the messages after this position (SPEC §14): when the
+    /// server recovers them they are delivered first, marked `replayed`.
+    pub recover: Option<RecoverFrom>,
+}
+
+impl JoinOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    #[must_use]
+    pub fn presence(mut self, presence: bool) -> Self {
+        self.presence = presence;
+        self
+    }
+
+    #[must_use]
+    pub fn recover(mut self, seq: u64, epoch: impl Into<String>) -> Self {
+        self.recover = Some(RecoverFrom {
+            seq,
+            epoch: epoch.into(),
+        });
+        self
+    }
 }
 
 /// `leave_channel` reply.
@@ -219,6 +279,10 @@ pub struct History {
     pub epoch: Option<String>,
     #[serde(default)]
     pub last_seq: u64,
+    /// The page was cut short to fit the server's maximum message size:
+    /// ask again with `after_seq` = the last message's `seq`.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// `status` reply (SPEC §5).
@@ -384,6 +448,71 @@ pub struct GapReport {
     pub epoch_changed: bool,
     pub old_epoch: Option<String>,
     pub new_epoch: Option<String>,
+    /// How the missed messages were fetched.
+    pub via: GapFill,
+}
+
+/// How a [`GapReport`]'s messages were recovered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GapFill {
+    /// The server recovered them in the `join_channel` reply
+    /// (`recovered: true`, SPEC §14).
+    Recovery,
+    /// The server could not (`recovered: false`, or a server without §14):
+    /// the client paged through `history after_seq`.
+    History,
+    /// Nothing to fetch: no message was missed, or the epoch changed.
+    Nothing,
+}
+
+/// Someone joined or left a channel joined with
+/// [`JoinOptions::presence`] (SPEC §15).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceEvent {
+    pub channel: ChannelKey,
+    /// `true` for a join, `false` for a leave (or a disconnect).
+    pub joined: bool,
+    pub client_id: String,
+    pub client_type: String,
+    pub screen_name: Option<String>,
+    /// Members after the change.
+    pub participant_count: u64,
+}
+
+impl PresenceEvent {
+    pub(crate) fn from_envelope(channel: ChannelKey, envelope: &Envelope) -> Option<Self> {
+        let payload = envelope.payload.as_ref()?;
+        let joined = match payload.get("event")?.as_str()? {
+            "join" => true,
+            "leave" => false,
+            _ => return None,
+        };
+        let client = payload.get("client")?;
+        let text = |name: &str| client.get(name).and_then(Value::as_str).map(str::to_owned);
+        Some(Self {
+            channel,
+            joined,
+            client_id: text("client_id")?,
+            client_type: text("client_type").unwrap_or_default(),
+            screen_name: text("screen_name"),
+            participant_count: payload
+                .get("participant_count")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+        })
+    }
+}
+
+/// The server dropped messages of this channel because this client's
+/// queue was full (SPEC §16 `lagged` notice).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LagReport {
+    pub channel: ChannelKey,
+    /// Messages of this channel dropped since the previous notice.
+    pub dropped: u64,
+    /// The `seq` of the first of them.
+    pub first_dropped_seq: Option<u64>,
 }
 
 impl GapReport {
@@ -399,6 +528,7 @@ impl GapReport {
 
 /// An item of a [`Subscription`](crate::Subscription).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum SubscriptionEvent {
     Message(ChannelMessage),
     /// After a reconnect: comes after the messages recovered from history
@@ -409,6 +539,11 @@ pub enum SubscriptionEvent {
     Removed {
         reason: String,
     },
+    /// A member joined or left (only with [`JoinOptions::presence`]).
+    Presence(PresenceEvent),
+    /// The server dropped messages of this channel for this slow client
+    /// (SPEC §16); fetch them with `history after_seq` if they matter.
+    Lagged(LagReport),
 }
 
 /// Connection-level events, from [`Client::events`](crate::Client::events).
@@ -428,6 +563,10 @@ pub enum ClientEvent {
     ServerError(Box<crate::error::ServerError>),
     /// A `system` notice.
     System(Box<Envelope>),
+    /// The client stopped for good, without reconnecting: a permanent
+    /// refusal (HTTP 400/401/403), a replaced connection (4000) or an
+    /// operator's disconnect (4003). [`ClientEvent::Closed`] follows.
+    Stopped(crate::error::StopReason),
     /// The client gave up reconnecting or was closed.
     Closed,
 }

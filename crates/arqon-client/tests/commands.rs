@@ -21,7 +21,7 @@ async fn ping_and_status() {
     assert!(pong.pong);
     assert!(pong.server_time.ends_with('Z'));
 
-    client.join_channel("science", "explore").await.unwrap();
+    let _joined = client.join_channel("science", "explore").await.unwrap();
     let status = client.status().await.unwrap();
     assert_eq!(status.server.name, "ArqonBus");
     assert_eq!(status.server.protocol, "1.0");
@@ -125,7 +125,7 @@ async fn create_and_delete_channels() {
 async fn history_returns_messages_after_a_seq() {
     let server = TestServer::start().await;
     let client = Client::connect(server.options()).await.unwrap();
-    client.join_channel("h", "one").await.unwrap();
+    let _joined = client.join_channel("h", "one").await.unwrap();
     for n in 1..=5 {
         client
             .publish_with_ack("h", "one", json!({ "n": n }))

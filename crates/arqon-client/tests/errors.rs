@@ -33,7 +33,7 @@ async fn server_errors_carry_their_code() {
 
     // Publishing to a channel one has not joined.
     let other = Client::connect(server.options()).await.unwrap();
-    other.join_channel("chat", "x").await.unwrap();
+    let _joined = other.join_channel("chat", "x").await.unwrap();
     let err = client
         .publish_with_ack("chat", "x", json!({"text": "hi"}))
         .await

@@ -150,6 +150,7 @@ async fn events(stored: Vec<u64>) -> (Vec<(u64, bool)>, arqon_client::GapReport,
             SubscriptionEvent::Message(m) => seen.push((m.seq.unwrap(), m.replayed)),
             SubscriptionEvent::Gap(gap) => break gap,
             SubscriptionEvent::Removed { reason } => panic!("{reason}"),
+            other => panic!("unexpected {other:?}"),
         }
     };
     let live = within("live after the gap", sub.next_message())
@@ -168,6 +169,8 @@ async fn missed_messages_are_replayed_in_pages_then_live_ones_follow() {
     );
     assert_eq!((gap.from_seq, gap.to_seq, gap.recovered), (6, 8, 3));
     assert!(gap.filled && !gap.epoch_changed, "{gap:?}");
+    // A server without SPEC §14 (no `recovered`): history fills the gap.
+    assert_eq!(gap.via, arqon_client::GapFill::History);
     assert_eq!(gap.old_epoch.as_deref(), Some("e1"));
     assert_eq!(live, 9, "the live message buffered during the fill");
 }

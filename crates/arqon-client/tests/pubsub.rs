@@ -51,7 +51,7 @@ async fn acks_report_delivery_and_seq() {
     let alice = Client::connect(server.options()).await.unwrap();
     let bob = Client::connect(server.options()).await.unwrap();
     let carol = Client::connect(server.options()).await.unwrap();
-    alice.join_channel("chat", "acks").await.unwrap();
+    let _joined = alice.join_channel("chat", "acks").await.unwrap();
     let _bob_sub = bob.join_channel("chat", "acks").await.unwrap();
     let _carol_sub = carol.join_channel("chat", "acks").await.unwrap();
 
@@ -122,7 +122,7 @@ async fn subscriptions_are_streams() {
     let server = TestServer::start().await;
     let alice = Client::connect(server.options()).await.unwrap();
     let bob = Client::connect(server.options()).await.unwrap();
-    alice.join_channel("s", "t").await.unwrap();
+    let _joined = alice.join_channel("s", "t").await.unwrap();
     let sub = bob.join_channel("s", "t").await.unwrap();
     for n in 0..3 {
         alice.publish("s", "t", json!({ "n": n })).await.unwrap();

@@ -1,6 +1,6 @@
 //! Automatic reconnect: after the connection drops the client reconnects,
 //! re-joins its channels and keeps receiving. With the server still up
-//! (same epoch) the gap is filled from `history after_seq`; after a server
+//! (same epoch) the gap is filled by the join's recovery (SPEC §14); after a server
 //! restart with memory storage the epoch changed and the gap is reported
 //! as unfillable.
 
@@ -8,18 +8,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-
 use arqon_client::{
-    Client, ClientEvent, ConnectionState, GapReport, ReconnectPolicy, Subscription,
+    Client, ClientEvent, ConnectionState, GapFill, GapReport, ReconnectPolicy, Subscription,
     SubscriptionEvent,
 };
-use common::{TestServer, within};
+use common::{Proxy, TestServer, wait_reconnecting, within};
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
 /// Reads the subscription until a gap report, returning the messages'
 /// `n` before it and the report.
@@ -33,6 +27,7 @@ async fn until_gap(sub: &mut Subscription) -> (Vec<u64>, GapReport) {
             SubscriptionEvent::Message(m) => seen.push(m.payload["n"].as_u64().unwrap()),
             SubscriptionEvent::Gap(report) => return (seen, report),
             SubscriptionEvent::Removed { reason } => panic!("removed: {reason}"),
+            other => panic!("unexpected {other:?}"),
         }
     }
 }
@@ -42,16 +37,6 @@ async fn next_n(sub: &mut Subscription) -> (u64, u64, bool) {
         .await
         .expect("subscription open");
     (m.payload["n"].as_u64().unwrap(), m.seq.unwrap(), m.replayed)
-}
-
-async fn wait_reconnecting(client: &Client) {
-    let mut state = client.watch_state();
-    within(
-        "the client notices the drop",
-        state.wait_for(|s| matches!(s, ConnectionState::Reconnecting { .. })),
-    )
-    .await
-    .unwrap();
 }
 
 #[tokio::test]
@@ -67,7 +52,7 @@ async fn after_a_server_restart_the_client_rejoins_and_reports_a_new_epoch() {
     let publisher = Client::connect(first.options().reconnect(ReconnectPolicy::disabled()))
         .await
         .unwrap();
-    publisher.join_channel("live", "feed").await.unwrap();
+    let _joined = publisher.join_channel("live", "feed").await.unwrap();
     for n in 1..=3 {
         publisher
             .publish_with_ack("live", "feed", json!({ "n": n }))
@@ -120,55 +105,8 @@ async fn after_a_server_restart_the_client_rejoins_and_reports_a_new_epoch() {
     assert_eq!(saw, (true, true, true));
 }
 
-/// A TCP proxy whose connections can be cut while the server stays up.
-struct Proxy {
-    addr: SocketAddr,
-    paused: Arc<AtomicBool>,
-    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let paused = Arc::new(AtomicBool::new(false));
-        let links = Arc::new(Mutex::new(Vec::new()));
-        let (p, l) = (paused.clone(), links.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if p.load(Ordering::SeqCst) {
-                    continue; // dropped: the client's attempt fails
-                }
-                let link = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                l.lock().unwrap().push(link);
-            }
-        });
-        Self {
-            addr,
-            paused,
-            links,
-        }
-    }
-
-    /// Drops every open connection and refuses new ones.
-    fn cut(&self) {
-        self.paused.store(true, Ordering::SeqCst);
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
-    }
-
-    fn resume(&self) {
-        self.paused.store(false, Ordering::SeqCst);
-    }
-}
-
 #[tokio::test]
-async fn with_the_same_epoch_the_gap_is_filled_from_history() {
+async fn with_the_same_epoch_the_gap_is_filled_by_recovery() {
     let server = TestServer::start().await;
     let proxy = Proxy::start(server.addr).await;
     let client = Client::connect(common::options(&format!("ws://{}/", proxy.addr)))
@@ -178,7 +116,7 @@ async fn with_the_same_epoch_the_gap_is_filled_from_history() {
     let epoch = sub.joined().epoch.clone();
 
     let publisher = Client::connect(server.options()).await.unwrap();
-    publisher.join_channel("gap", "fill").await.unwrap();
+    let _joined = publisher.join_channel("gap", "fill").await.unwrap();
     for n in 1..=3 {
         publisher
             .publish_with_ack("gap", "fill", json!({ "n": n }))
@@ -213,6 +151,8 @@ async fn with_the_same_epoch_the_gap_is_filled_from_history() {
             epoch_changed: false,
             old_epoch: epoch.clone(),
             new_epoch: epoch,
+            // The server recovers them in the join reply (SPEC §14).
+            via: GapFill::Recovery,
         }
     );
     assert_eq!(gap.missed(), 5);

@@ -140,7 +140,7 @@ async fn a_client_that_trusts_the_certificate_publishes_and_receives_over_wss() 
     let writer = within("connect over wss", Client::connect(trusted()))
         .await
         .unwrap();
-    writer.join_channel("secure", "room").await.unwrap();
+    let _joined = writer.join_channel("secure", "room").await.unwrap();
     let ack = writer
         .publish_with_ack("secure", "room", json!({"text": "over TLS"}))
         .await
@@ -194,7 +194,7 @@ async fn reconnects_over_wss_with_the_same_roots() {
     )
     .await
     .unwrap();
-    publisher.join_channel("secure", "again").await.unwrap();
+    let _joined = publisher.join_channel("secure", "again").await.unwrap();
     // The re-join may still be settling: publish until the message arrives.
     let received = within("a message after the reconnect", async {
         loop {

@@ -4,11 +4,13 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arqon_client::{ConnectOptions, ReconnectPolicy};
 use arqon_config::{Config, ConfigBuilder};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -35,6 +37,14 @@ impl TestServer {
     /// A server on a given address (to restart "the same" server); retries
     /// the bind while the previous listener's port is being released.
     pub async fn start_on(addr: SocketAddr) -> Self {
+        Self::start_on_with(addr, |b| b).await
+    }
+
+    /// [`start_on`](Self::start_on) with a configuration.
+    pub async fn start_on_with(
+        addr: SocketAddr,
+        adjust: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+    ) -> Self {
         let deadline = tokio::time::Instant::now() + WAIT;
         let listener = loop {
             match TcpListener::bind(addr).await {
@@ -46,7 +56,7 @@ impl TestServer {
                 Err(e) => panic!("cannot bind {addr} again: {e}"),
             }
         };
-        Self::serve(listener, |b| b)
+        Self::serve(listener, adjust)
     }
 
     fn serve(listener: TcpListener, adjust: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Self {
@@ -122,4 +132,82 @@ pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>)
     tokio::time::timeout(WAIT, future)
         .await
         .unwrap_or_else(|_| panic!("not within {WAIT:?}: {what}"))
+}
+
+/// A TCP proxy whose connections can be cut while the server stays up.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    paused: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let paused = Arc::new(AtomicBool::new(false));
+        let links = Arc::new(Mutex::new(Vec::new()));
+        let (p, l) = (paused.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if p.load(Ordering::SeqCst) {
+                    continue; // dropped: the client's attempt fails
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                l.lock().unwrap().push(link);
+            }
+        });
+        Self {
+            addr,
+            paused,
+            links,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    /// Refuses new connections (open ones stay).
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+    }
+
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Waits until the client has noticed a dropped connection.
+pub async fn wait_reconnecting(client: &arqon_client::Client) {
+    let mut state = client.watch_state();
+    within(
+        "the client notices the drop",
+        state.wait_for(|s| matches!(s, arqon_client::ConnectionState::Reconnecting { .. })),
+    )
+    .await
+    .unwrap();
+}
+
+/// Waits until the client is connected (again).
+pub async fn wait_connected(client: &arqon_client::Client) {
+    let mut state = client.watch_state();
+    within(
+        "the client is connected",
+        state.wait_for(|s| matches!(s, arqon_client::ConnectionState::Connected(_))),
+    )
+    .await
+    .unwrap();
 }
