@@ -40,7 +40,7 @@ pub struct Stats {
 
 /// A presence event (SPEC §15).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PresenceEvent {
+pub enum PresenceEvent {
     Join,
     Leave,
 }
@@ -527,25 +527,50 @@ impl Router {
             return;
         }
         let profile = subject.profile();
-        let notice = Envelope::system(
-            key.room(),
-            key.channel(),
-            serde_json::json!({
-                "event": event.as_str(),
-                "client": {
-                    "client_id": subject.id(),
-                    "client_type": profile.client_type,
-                    "screen_name": profile.screen_name,
-                },
-                "participant_count": members.len(),
-            }),
-        );
-        let frame = Bytes::from(notice.to_json());
+        let client = serde_json::json!({
+            "client_id": subject.id(),
+            "client_type": profile.client_type,
+            "screen_name": profile.screen_name,
+        });
+        let frame = presence_frame(key, event, client, members.len() as u64);
         for member in &members.list {
             if member.id() != subject.id() && members.presence.contains(member.id()) {
                 self.deliver_to_member(member, key, frame.clone(), None);
             }
         }
+    }
+
+    /// Tells this node's presence subscribers of `key` that a client of
+    /// another node joined or left (SPEC §15, in a cluster). `client` is
+    /// the event's `client` object (`client_id`, `client_type`,
+    /// `screen_name`); a local member with that `client_id` is not told.
+    /// Returns how many members got the event.
+    pub fn announce_remote(
+        &self,
+        key: &ChannelKey,
+        event: PresenceEvent,
+        client: serde_json::Value,
+        participant_count: u64,
+    ) -> usize {
+        let Some(channel) = self.channel(key) else {
+            return 0;
+        };
+        let members = channel.members();
+        if members.deleted || members.presence.is_empty() {
+            return 0;
+        }
+        let subject = client["client_id"].as_str().unwrap_or_default().to_owned();
+        let frame = presence_frame(key, event, client, participant_count);
+        let mut delivered = 0;
+        for member in &members.list {
+            if member.id().as_str() != subject
+                && members.presence.contains(member.id())
+                && self.deliver_to_member(member, key, frame.clone(), None)
+            {
+                delivered += 1;
+            }
+        }
+        delivered
     }
 
     // ---- delivery ------------------------------------------------------
@@ -902,6 +927,25 @@ impl Router {
 /// Takes the cluster's `epoch` and `seq` for a channel: another epoch
 /// replaces the local one with its `seq`; within the same epoch `seq` only
 /// moves forward.
+/// A presence event's `system` envelope, encoded once for every recipient.
+fn presence_frame(
+    key: &ChannelKey,
+    event: PresenceEvent,
+    client: serde_json::Value,
+    participant_count: u64,
+) -> Bytes {
+    let notice = Envelope::system(
+        key.room(),
+        key.channel(),
+        serde_json::json!({
+            "event": event.as_str(),
+            "client": client,
+            "participant_count": participant_count,
+        }),
+    );
+    Bytes::from(notice.to_json())
+}
+
 fn adopt_sequence(members: &mut Members, epoch: &str, seq: u64) {
     if *members.epoch != *epoch {
         members.epoch = Arc::from(epoch);
