@@ -225,6 +225,15 @@ fn seq(message: &Value) -> u64 {
         .expect("a channel message has a seq")
 }
 
+/// Publishes message `i`, pausing a little every ten messages so that
+/// publishing spans the rejoin.
+async fn publish_paced(publisher: &mut TestClient, i: u64) {
+    publisher.publish(ROOM, CHANNEL, json!({"i": i})).await;
+    if i % 10 == 0 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_client_recovers_on_another_node_while_publishing_goes_on() {
     const TOTAL: u64 = 300;
@@ -249,18 +258,25 @@ async fn a_client_recovers_on_another_node_while_publishing_goes_on() {
     assert_eq!(last, 5);
     drop(reader);
 
-    // The publisher keeps going on node A while the reader comes back on B.
+    // The publisher keeps going on node A while the reader comes back on
+    // B: the rejoin starts once a watcher on A has seen seq 20, and the
+    // last part is published only after the rejoin's reply, so that the
+    // reply's publications and the live messages both have some.
+    let mut watcher = a.connect().await;
+    watcher.join(ROOM, CHANNEL).await;
+    let (joined_tx, joined_rx) = tokio::sync::oneshot::channel::<()>();
     let publishing = tokio::spawn(async move {
-        for i in 5..TOTAL {
-            publisher.publish(ROOM, CHANNEL, json!({"i": i})).await;
-            if i % 10 == 0 {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
+        for i in 5..TOTAL - 50 {
+            publish_paced(&mut publisher, i).await;
+        }
+        joined_rx.await.expect("the reader rejoined");
+        for i in TOTAL - 50..TOTAL {
+            publish_paced(&mut publisher, i).await;
         }
         publisher.command("ping", json!({})).await;
         publisher
     });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    while seq(&watcher.recv().await) < 20 {}
     let mut reader = b.connect().await;
     let reply = reader
         .command(
@@ -285,6 +301,8 @@ async fn a_client_recovers_on_another_node_while_publishing_goes_on() {
         (last + 1..=upto).collect::<Vec<u64>>(),
         "{reply}"
     );
+    assert!((20..TOTAL - 50).contains(&upto), "{reply}");
+    joined_tx.send(()).expect("the publisher waits");
 
     let _publisher = publishing.await.expect("publisher ran");
     let mut live = Vec::new();

@@ -499,7 +499,18 @@ impl Router {
     /// queued. Frames published meanwhile wait until these are queued.
     /// Held messages up to `covered` (the reply's `seq`: they are in its
     /// `publications` or were sequenced before the join) are not sent.
+    ///
+    /// Messages up to `covered` that come later still (in a cluster, from
+    /// Redis, [`Router::deliver_sequenced`]) are not delivered either.
     pub fn release(&self, client: &Client, key: &ChannelKey, covered: u64) {
+        if covered > 0
+            && let Some(channel) = self.channel(key)
+        {
+            let mut members = channel.members();
+            if members.contains(client.id()) {
+                members.covered.insert(client.id().clone(), covered);
+            }
+        }
         client.release_with(key, |frame, seq| {
             if seq.is_some_and(|seq| seq <= covered) {
                 return;
@@ -717,9 +728,17 @@ impl Router {
         }
         adopt_sequence(&mut members, epoch, seq);
         let mut delivered = 0;
+        let members = &mut *members;
         for member in &members.list {
             if Some(member.id()) == skip {
                 continue;
+            }
+            if let Some(&covered) = members.covered.get(member.id()) {
+                if seq <= covered {
+                    // In its join reply already.
+                    continue;
+                }
+                members.covered.remove(member.id());
             }
             if self.deliver_to_member(member, key, frame.clone(), Some(seq)) {
                 delivered += 1;
@@ -742,6 +761,7 @@ impl Router {
         }
         let epoch = crate::channel::fresh_epoch();
         members.epoch = epoch.clone();
+        members.covered.clear();
         members.seq = 0;
         Some(epoch)
     }
@@ -950,6 +970,7 @@ fn adopt_sequence(members: &mut Members, epoch: &str, seq: u64) {
     if *members.epoch != *epoch {
         members.epoch = Arc::from(epoch);
         members.seq = seq;
+        members.covered.clear();
     } else {
         members.seq = members.seq.max(seq);
     }
