@@ -229,7 +229,7 @@ fn seq(message: &Value) -> u64 {
 /// publishing spans the rejoin.
 async fn publish_paced(publisher: &mut TestClient, i: u64) {
     publisher.publish(ROOM, CHANNEL, json!({"i": i})).await;
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }

@@ -46,8 +46,8 @@ async fn an_idle_auto_created_channel_is_removed_with_its_history() {
         .map(|record| {
             format!(
                 "{}:{}",
-                record["room"].as_str().unwrap(),
-                record["channel"].as_str().unwrap()
+                record["room"].as_str().expect("a record has a room"),
+                record["channel"].as_str().expect("a record has a channel")
             )
         })
         .collect();
