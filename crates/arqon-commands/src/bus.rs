@@ -8,9 +8,9 @@ use arqon_protocol::{ChannelKey, Timestamp};
 use std::sync::Arc;
 
 use arqon_protocol::Envelope;
-use arqon_routing::{Channel, ChannelSpec, Client, Router, RoutingError};
+use arqon_routing::{Channel, ChannelSpec, Client, PresenceEvent, Router, RoutingError};
 use arqon_storage::Storage;
-use arqon_storage::cluster::{Cluster, Inbound};
+use arqon_storage::cluster::{Cluster, Inbound, PresenceChange, PresenceNotice};
 use arqon_telemetry::{AgentAction, Event, Telemetry};
 use bytes::Bytes;
 use serde_json::json;
@@ -146,6 +146,7 @@ impl Bus {
                 }
             }
             Inbound::Disconnect { target } => self.disconnect_here(&target),
+            Inbound::Presence(notice) => self.announce_remote(notice),
             Inbound::ChannelDeleted(key) => {
                 // Gone already on the node that deleted it.
                 let _ = self.delete_channel_here(&key, true);
@@ -158,6 +159,32 @@ impl Bus {
                 }
             }
         }
+    }
+
+    /// Hands another node's presence notice to this node's presence
+    /// subscribers (SPEC §15). This node's own notices are skipped: the
+    /// router announced those when the membership changed here.
+    fn announce_remote(&self, notice: PresenceNotice) {
+        if self
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.node_id() == notice.node)
+        {
+            return;
+        }
+        let record: serde_json::Value =
+            serde_json::from_slice(&notice.record).unwrap_or(serde_json::Value::Null);
+        let client = json!({
+            "client_id": notice.client_id,
+            "client_type": record.get("client_type"),
+            "screen_name": record.get("screen_name"),
+        });
+        let event = match notice.change {
+            PresenceChange::Join => PresenceEvent::Join,
+            PresenceChange::Leave => PresenceEvent::Leave,
+        };
+        self.router
+            .announce_remote(&notice.key, event, client, notice.count);
     }
 
     /// The channel's epoch and last `seq`: in cluster mode as Redis holds

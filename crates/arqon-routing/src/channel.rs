@@ -87,6 +87,14 @@ pub(crate) struct Members {
     pub(crate) empty_since: Option<Instant>,
     /// Members that asked for presence events (SPEC §15).
     pub(crate) presence: HashSet<ClientId>,
+    /// Per member, the `seq` its join reply covered (SPEC §14), until a
+    /// later message reaches it: in a cluster a message sequenced before
+    /// the join may still be on its way from Redis after the reply, and is
+    /// not delivered again ([`Router::deliver_sequenced`]). Cleared when
+    /// the epoch changes.
+    ///
+    /// [`Router::deliver_sequenced`]: crate::Router::deliver_sequenced
+    pub(crate) covered: HashMap<ClientId, u64>,
 }
 
 impl Members {
@@ -115,6 +123,7 @@ impl Members {
             self.index.insert(moved.id().clone(), position);
         }
         self.presence.remove(id);
+        self.covered.remove(id);
         if self.list.is_empty() {
             self.empty_since = Some(Instant::now());
         }

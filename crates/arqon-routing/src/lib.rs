@@ -30,6 +30,6 @@ pub use client::{Client, Profile, Role};
 pub use error::RoutingError;
 pub use outbound::{Batch, CloseReason, Outbound, PushError};
 pub use router::{
-    Delivery, JoinOptions, Joined, Publisher, Router, SLOW_CONSUMER_CLOSE, Sequenced, Snapshot,
-    Stats,
+    Delivery, JoinOptions, Joined, PresenceEvent, Publisher, Router, SLOW_CONSUMER_CLOSE,
+    Sequenced, Snapshot, Stats,
 };

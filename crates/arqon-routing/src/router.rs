@@ -40,7 +40,7 @@ pub struct Stats {
 
 /// A presence event (SPEC §15).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PresenceEvent {
+pub enum PresenceEvent {
     Join,
     Leave,
 }
@@ -499,7 +499,18 @@ impl Router {
     /// queued. Frames published meanwhile wait until these are queued.
     /// Held messages up to `covered` (the reply's `seq`: they are in its
     /// `publications` or were sequenced before the join) are not sent.
+    ///
+    /// Messages up to `covered` that come later still (in a cluster, from
+    /// Redis, [`Router::deliver_sequenced`]) are not delivered either.
     pub fn release(&self, client: &Client, key: &ChannelKey, covered: u64) {
+        if covered > 0
+            && let Some(channel) = self.channel(key)
+        {
+            let mut members = channel.members();
+            if members.contains(client.id()) {
+                members.covered.insert(client.id().clone(), covered);
+            }
+        }
         client.release_with(key, |frame, seq| {
             if seq.is_some_and(|seq| seq <= covered) {
                 return;
@@ -527,25 +538,50 @@ impl Router {
             return;
         }
         let profile = subject.profile();
-        let notice = Envelope::system(
-            key.room(),
-            key.channel(),
-            serde_json::json!({
-                "event": event.as_str(),
-                "client": {
-                    "client_id": subject.id(),
-                    "client_type": profile.client_type,
-                    "screen_name": profile.screen_name,
-                },
-                "participant_count": members.len(),
-            }),
-        );
-        let frame = Bytes::from(notice.to_json());
+        let client = serde_json::json!({
+            "client_id": subject.id(),
+            "client_type": profile.client_type,
+            "screen_name": profile.screen_name,
+        });
+        let frame = presence_frame(key, event, client, members.len() as u64);
         for member in &members.list {
             if member.id() != subject.id() && members.presence.contains(member.id()) {
                 self.deliver_to_member(member, key, frame.clone(), None);
             }
         }
+    }
+
+    /// Tells this node's presence subscribers of `key` that a client of
+    /// another node joined or left (SPEC §15, in a cluster). `client` is
+    /// the event's `client` object (`client_id`, `client_type`,
+    /// `screen_name`); a local member with that `client_id` is not told.
+    /// Returns how many members got the event.
+    pub fn announce_remote(
+        &self,
+        key: &ChannelKey,
+        event: PresenceEvent,
+        client: serde_json::Value,
+        participant_count: u64,
+    ) -> usize {
+        let Some(channel) = self.channel(key) else {
+            return 0;
+        };
+        let members = channel.members();
+        if members.deleted || members.presence.is_empty() {
+            return 0;
+        }
+        let subject = client["client_id"].as_str().unwrap_or_default().to_owned();
+        let frame = presence_frame(key, event, client, participant_count);
+        let mut delivered = 0;
+        for member in &members.list {
+            if member.id().as_str() != subject
+                && members.presence.contains(member.id())
+                && self.deliver_to_member(member, key, frame.clone(), None)
+            {
+                delivered += 1;
+            }
+        }
+        delivered
     }
 
     // ---- delivery ------------------------------------------------------
@@ -692,9 +728,17 @@ impl Router {
         }
         adopt_sequence(&mut members, epoch, seq);
         let mut delivered = 0;
+        let members = &mut *members;
         for member in &members.list {
             if Some(member.id()) == skip {
                 continue;
+            }
+            if let Some(&covered) = members.covered.get(member.id()) {
+                if seq <= covered {
+                    // In its join reply already.
+                    continue;
+                }
+                members.covered.remove(member.id());
             }
             if self.deliver_to_member(member, key, frame.clone(), Some(seq)) {
                 delivered += 1;
@@ -717,6 +761,7 @@ impl Router {
         }
         let epoch = crate::channel::fresh_epoch();
         members.epoch = epoch.clone();
+        members.covered.clear();
         members.seq = 0;
         Some(epoch)
     }
@@ -902,10 +947,30 @@ impl Router {
 /// Takes the cluster's `epoch` and `seq` for a channel: another epoch
 /// replaces the local one with its `seq`; within the same epoch `seq` only
 /// moves forward.
+/// A presence event's `system` envelope, encoded once for every recipient.
+fn presence_frame(
+    key: &ChannelKey,
+    event: PresenceEvent,
+    client: serde_json::Value,
+    participant_count: u64,
+) -> Bytes {
+    let notice = Envelope::system(
+        key.room(),
+        key.channel(),
+        serde_json::json!({
+            "event": event.as_str(),
+            "client": client,
+            "participant_count": participant_count,
+        }),
+    );
+    Bytes::from(notice.to_json())
+}
+
 fn adopt_sequence(members: &mut Members, epoch: &str, seq: u64) {
     if *members.epoch != *epoch {
         members.epoch = Arc::from(epoch);
         members.seq = seq;
+        members.covered.clear();
     } else {
         members.seq = members.seq.max(seq);
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arqon_config::{RoutingConfig, SlowConsumerPolicy};
 use arqon_protocol::{ChannelKey, ClientId, Envelope, EnvelopeType, ErrorCode, RawJson};
-use arqon_routing::{Batch, Client, Profile, Publisher, Role, Router, RoutingError};
+use arqon_routing::{Batch, Client, JoinOptions, Profile, Publisher, Role, Router, RoutingError};
 use bytes::Bytes;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -615,4 +615,41 @@ fn a_join_into_a_big_presence_room_costs_one_frame_per_member_and_none_for_the_j
         events[0]["payload"]["participant_count"],
         MEMBERS as u64 + 1
     );
+
+/// Cluster mode, recovery (SPEC §14): a message that a join reply covered
+/// (its `seq` ≤ the reply's) but that arrives from Redis only after the
+/// reply was released is not delivered to that member again; the others
+/// get it, and later messages reach everyone.
+#[test]
+fn a_message_the_join_reply_covered_is_not_delivered_after_it() {
+    let router = router();
+    let (old, joiner) = (client(), client());
+    router.register(old.clone());
+    router.register(joiner.clone());
+    let channel = key("science:explore");
+    router.join(&old, &channel).expect("join");
+    let epoch = router.channel(&channel).expect("channel").epoch();
+    let options = JoinOptions {
+        hold: true,
+        ..JoinOptions::default()
+    };
+    router.join_with(&joiner, &channel, options).expect("join");
+    router.sync_sequence(&channel, &epoch, 5);
+    router.release(&joiner, &channel, 5);
+
+    let frame = Bytes::from_static(br#"{"seq":5}"#);
+    assert_eq!(
+        router.deliver_sequenced(&channel, 5, &epoch, &frame, None),
+        1
+    );
+    let frame = Bytes::from_static(br#"{"seq":6}"#);
+    assert_eq!(
+        router.deliver_sequenced(&channel, 6, &epoch, &frame, None),
+        2
+    );
+    let seqs = |client: &Client| -> Vec<Value> {
+        received(client).iter().map(|m| m["seq"].clone()).collect()
+    };
+    assert_eq!(seqs(&old), [Value::from(5), Value::from(6)]);
+    assert_eq!(seqs(&joiner), [Value::from(6)]);
 }

@@ -19,6 +19,17 @@
 //!   which nodes are alive. A node that dies stops renewing: its members
 //!   vanish from every count within the TTL.
 //!
+//! - **Presence events** (SPEC §15): a member joining or leaving on a node
+//!   is recorded and announced by one Lua script ([`scripts::PRESENCE`]),
+//!   which publishes a notice on the channel's Pub/Sub channel (the one
+//!   its messages use) with the member count over the cluster after the
+//!   change; other nodes hand it on as [`Inbound::Presence`], the origin
+//!   node ignores its own. Every node mirrors the members other nodes have
+//!   in the channels it listens to (seeded from Redis when it starts to
+//!   listen, then kept by the notices); when its heartbeat finds one of
+//!   those nodes dead (its last heartbeat older than the node TTL), it
+//!   reports a `leave` for each of that node's members to its own clients.
+//!
 //! Keys of one channel share the hash tag `{room:channel}`, and the global
 //! keys share `{cluster}`, so every script touches one Redis Cluster slot.
 //!
@@ -92,6 +103,53 @@ pub enum Inbound {
     /// An operator disconnected a client of this node (through another
     /// node's HTTP API, SPEC §17): close its connection.
     Disconnect { target: String },
+    /// A member of a channel this node listens to joined or left on some
+    /// node, or vanished with a dead node (SPEC §15).
+    Presence(PresenceNotice),
+}
+
+/// What happened to a channel's member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceChange {
+    Join,
+    Leave,
+}
+
+impl PresenceChange {
+    /// Its tag in a presence notice's header.
+    const fn tag(self) -> &'static str {
+        match self {
+            PresenceChange::Join => "j",
+            PresenceChange::Leave => "l",
+        }
+    }
+
+    fn from_tag(tag: &str) -> Option<Self> {
+        match tag {
+            "j" => Some(PresenceChange::Join),
+            "l" => Some(PresenceChange::Leave),
+            _ => None,
+        }
+    }
+}
+
+/// A member joined or left a channel on `node` (SPEC §15).
+///
+/// On the wire (the channel's Pub/Sub channel) it is
+/// `p\t<node>\t<j|l>\t<client id>\t<count>\n<record>`: see
+/// [`presence_header`] and [`parse`], the one place that reads it.
+#[derive(Debug, Clone)]
+pub struct PresenceNotice {
+    pub key: ChannelKey,
+    /// The node the member is (or was) connected to.
+    pub node: String,
+    pub change: PresenceChange,
+    pub client_id: String,
+    /// Members of the channel over the cluster after the change.
+    pub count: u64,
+    /// The member's client record (JSON text), as given to
+    /// [`Cluster::joined`].
+    pub record: Bytes,
 }
 
 /// A sequenced channel message as broadcast by the publish script.
@@ -160,6 +218,11 @@ struct Local {
     channels: HashMap<ChannelKey, BTreeMap<String, String>>,
 }
 
+/// Members other nodes have in the channels this node listens to: per
+/// channel, node id → client id → client record. A channel is present
+/// exactly while this node is subscribed to it.
+type Remote = HashMap<ChannelKey, HashMap<String, BTreeMap<String, Bytes>>>;
+
 /// One channel's local presence for a heartbeat: its key, member count,
 /// and (for a full rewrite) its members' `(client id, record)`.
 type ChannelPresence = (ChannelKey, u64, Vec<(String, String)>);
@@ -186,6 +249,10 @@ struct Inner {
     dirty: std::sync::atomic::AtomicBool,
     /// Publishes waiting for the publisher task.
     publishes: mpsc::Sender<PublishJob>,
+    /// Members of other nodes, for the `leave` events of a dead node.
+    remote: Arc<Mutex<Remote>>,
+    /// Where this node's [`Inbound`] messages go (dead nodes' leaves).
+    inbound: mpsc::Sender<Inbound>,
     cancel: CancellationToken,
 }
 
@@ -208,10 +275,19 @@ const CHANNELS_KEY: &str = "arqonbus:{cluster}:channels";
 const CONTROL_CHANNEL: &str = "arqonbus:control";
 const NODES_KEY: &str = "arqonbus:{cluster}:nodes";
 const NODE_CHANNEL_PREFIX: &str = "arqonbus:node:";
+/// The first header field of a presence notice on a channel's Pub/Sub
+/// channel (a channel message's is `e` or `-`).
+const PRESENCE_TAG: &str = "p";
 /// The header kind of a disconnect sent to a node: `disconnect\t<id>`.
 const DISCONNECT_HEADER: &str = "disconnect";
 const LIVE_PREFIX: &str = "arqonbus:{";
 const LIVE_SUFFIX: &str = "}:live";
+
+/// A presence notice's header up to its count (which the
+/// [`scripts::PRESENCE`] script appends, with `\n` and the record).
+fn presence_header(node: &str, change: PresenceChange, client_id: &str) -> String {
+    format!("{PRESENCE_TAG}\t{node}\t{}\t{client_id}\t", change.tag())
+}
 
 fn live_channel(key: &ChannelKey) -> String {
     format!("{LIVE_PREFIX}{key}{LIVE_SUFFIX}")
@@ -329,10 +405,14 @@ impl Cluster {
         }
         let node_id = settings.node_id.clone();
         let (publishes, jobs) = mpsc::channel(QUEUE_CAPACITY);
+        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let remote = Arc::new(Mutex::new(Remote::new()));
         tokio::spawn(publisher(client.clone(), jobs));
         let inner = Arc::new(Inner {
             dirty: std::sync::atomic::AtomicBool::new(false),
             publishes,
+            remote: remote.clone(),
+            inbound: sender.clone(),
             settings,
             started_at: arqon_protocol::now_rfc3339(),
             stream_maxlen: i64::try_from(storage.redis_stream_maxlen).unwrap_or(i64::MAX),
@@ -353,8 +433,13 @@ impl Cluster {
         if let Err(error) = inner.subscriber.subscribe(channels).await {
             tracing::warn!(%error, "cluster: cannot subscribe to this node's channels yet; retried on reconnect");
         }
-        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(pump(messages, sender, inner.cancel.clone()));
+        tokio::spawn(pump(
+            messages,
+            sender,
+            node_id,
+            remote,
+            inner.cancel.clone(),
+        ));
         let cluster = Cluster { inner };
         cluster.heartbeat_once(true).await;
         tokio::spawn(heartbeat(Arc::downgrade(&cluster.inner)));
@@ -652,53 +737,74 @@ impl Cluster {
         client_id: &str,
         record: String,
     ) -> Result<(u64, Option<(Arc<str>, u64)>), StorageError> {
-        lock(&self.inner.local)
+        let previous = lock(&self.inner.local)
             .channels
             .entry(key.clone())
             .or_default()
             .insert(client_id.to_owned(), record.clone());
-        self.sync_subscription(key).await?;
+        if self.sync_subscription(key).await? {
+            self.seed_remote(key).await;
+        }
         let node = self.node_id();
-        let ttl = millis(self.inner.settings.node_ttl);
         let local_count = self.local_count(key);
-        let members = members_key(key, node);
+        // A repeated join is no news to the other nodes.
+        let header = match previous {
+            None => presence_header(node, PresenceChange::Join, client_id),
+            Some(_) => String::new(),
+        };
+        let (presence, presence_args) =
+            self.presence_script(key, PresenceChange::Join, client_id, record, header);
         let pipeline = self.inner.client.pipeline();
-        let (count, count_args) = eval(
-            scripts::COUNT,
-            vec![nodes_key(key)],
-            vec![Value::from(members_prefix(key))],
-        );
         let queued: Result<(), Error> = async {
-            pipeline
-                .hset::<(), _, _>(members.as_str(), (client_id, record.as_str()))
-                .await?;
-            pipeline
-                .pexpire::<(), _>(members.as_str(), ttl, None)
-                .await?;
-            pipeline.sadd::<(), _, _>(nodes_key(key), node).await?;
-            pipeline.pexpire::<(), _>(nodes_key(key), ttl, None).await?;
+            pipeline.custom::<(), _>(presence, presence_args).await?;
             pipeline
                 .hset::<(), _, _>(counts_key(node), (key.as_str(), local_count))
                 .await?;
             pipeline
-                .pexpire::<(), _>(counts_key(node), ttl, None)
+                .pexpire::<(), _>(counts_key(node), millis(self.inner.settings.node_ttl), None)
                 .await?;
             pipeline
                 .hmget::<(), _, _>(meta_key(key), vec!["epoch", "last_seq"])
                 .await?;
-            pipeline.custom::<(), _>(count, count_args).await?;
             Ok(())
         }
         .await;
         queued.map_err(|error| self.failed(error))?;
         let replies: Vec<Value> = pipeline.all().await.map_err(|error| self.failed(error))?;
-        let mut replies = replies.into_iter().skip(6);
+        let mut replies = replies.into_iter();
+        let count = replies.next().and_then(|value| value.as_u64()).unwrap_or(0);
         let sequence = replies
-            .next()
+            .nth(2)
             .and_then(|meta| meta.convert::<(Option<String>, Option<u64>)>().ok())
             .and_then(|(epoch, seq)| epoch.map(|epoch| (Arc::from(epoch), seq.unwrap_or(0))));
-        let count = replies.next().and_then(|value| value.as_u64()).unwrap_or(0);
         Ok((count, sequence))
+    }
+
+    /// The [`scripts::PRESENCE`] call recording `change` of `client_id` in
+    /// `key` on this node; it publishes a notice unless `header` is empty.
+    fn presence_script(
+        &self,
+        key: &ChannelKey,
+        change: PresenceChange,
+        client_id: &str,
+        record: String,
+        header: String,
+    ) -> (CustomCommand, Vec<Value>) {
+        let node = self.node_id();
+        eval(
+            scripts::PRESENCE,
+            vec![members_key(key, node), nodes_key(key)],
+            vec![
+                Value::from(change.tag()),
+                Value::from(client_id),
+                Value::from(record),
+                Value::Integer(millis(self.inner.settings.node_ttl)),
+                Value::from(node),
+                Value::from(members_prefix(key)),
+                Value::from(live_channel(key)),
+                Value::from(header),
+            ],
+        )
     }
 
     /// Records that `client_id` left `key` on this node; unsubscribes the
@@ -707,23 +813,32 @@ impl Cluster {
     /// # Cancel safety
     /// Cancel safe, as [`Cluster::joined`].
     pub async fn left(&self, key: &ChannelKey, client_id: &str) -> Result<(), StorageError> {
-        {
+        let removed = {
             let mut local = lock(&self.inner.local);
+            let mut removed = None;
             if let Some(members) = local.channels.get_mut(key) {
-                members.remove(client_id);
+                removed = members.remove(client_id);
                 if members.is_empty() {
                     local.channels.remove(key);
                 }
             }
-        }
+            removed
+        };
         self.sync_subscription(key).await?;
         let node = self.node_id();
         let local_count = self.local_count(key);
+        let (header, record) = match removed {
+            Some(record) => (
+                presence_header(node, PresenceChange::Leave, client_id),
+                record,
+            ),
+            None => (String::new(), String::new()),
+        };
+        let (presence, presence_args) =
+            self.presence_script(key, PresenceChange::Leave, client_id, record, header);
         let pipeline = self.inner.client.pipeline();
         let queued: Result<(), Error> = async {
-            pipeline
-                .hdel::<(), _, _>(members_key(key, node), client_id)
-                .await?;
+            pipeline.custom::<(), _>(presence, presence_args).await?;
             if local_count == 0 {
                 pipeline
                     .hdel::<(), _, _>(counts_key(node), key.as_str())
@@ -752,8 +867,10 @@ impl Cluster {
     }
 
     /// Subscribes to or unsubscribes from the channel's Pub/Sub channel so
-    /// that it matches whether this node has local members.
-    async fn sync_subscription(&self, key: &ChannelKey) -> Result<(), StorageError> {
+    /// that it matches whether this node has local members. Returns
+    /// whether it subscribed now (the caller then seeds the mirror of
+    /// other nodes' members, [`Cluster::seed_remote`]).
+    async fn sync_subscription(&self, key: &ChannelKey) -> Result<bool, StorageError> {
         let mut subscribed = self.inner.subscribed.lock().await;
         let wanted = lock(&self.inner.local).channels.contains_key(key);
         let has = subscribed.contains(key);
@@ -764,7 +881,10 @@ impl Cluster {
                 .await
                 .map_err(|error| self.failed(error))?;
             subscribed.insert(key.clone());
+            lock(&self.inner.remote).entry(key.clone()).or_default();
+            return Ok(true);
         } else if !wanted && has {
+            lock(&self.inner.remote).remove(key);
             self.inner
                 .subscriber
                 .unsubscribe(live_channel(key))
@@ -772,7 +892,7 @@ impl Cluster {
                 .map_err(|error| self.failed(error))?;
             subscribed.remove(key);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// The channel's members over the cluster: their number and up to
@@ -999,10 +1119,118 @@ impl Cluster {
         // Channels whose SUBSCRIBE failed (Redis was down) are retried.
         let wanted: Vec<ChannelKey> = lock(&self.inner.local).channels.keys().cloned().collect();
         for key in wanted {
-            if let Err(error) = self.sync_subscription(&key).await {
-                tracing::debug!(channel = %key, %error, "cluster: subscription not restored yet");
-                break;
+            match self.sync_subscription(&key).await {
+                Ok(true) => self.seed_remote(&key).await,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::debug!(channel = %key, %error, "cluster: subscription not restored yet");
+                    break;
+                }
             }
+        }
+        self.reap_dead_nodes().await;
+    }
+
+    /// Reports a `leave` to this node's clients for every member of a
+    /// node found dead (in the node registry with a heartbeat older than
+    /// the node TTL) in the channels this node listens to, then forgets
+    /// those members. A node that vanished from the registry altogether
+    /// (a Redis restart) is not reported.
+    async fn reap_dead_nodes(&self) {
+        let known: HashSet<String> = lock(&self.inner.remote)
+            .values()
+            .flat_map(|nodes| nodes.keys().cloned())
+            .collect();
+        if known.is_empty() {
+            return;
+        }
+        let until = now_ms() - millis(self.inner.settings.node_ttl);
+        let dead: Vec<String> = match self
+            .inner
+            .client
+            .zrangebyscore(NODES_KEY, "-inf", until as f64, false, None)
+            .await
+        {
+            Ok(dead) => dead,
+            Err(error) => {
+                tracing::debug!(%error, "cluster: cannot read the node registry");
+                return;
+            }
+        };
+        let dead: HashSet<String> = dead
+            .into_iter()
+            .filter(|node| known.contains(node) && node != self.node_id())
+            .collect();
+        if dead.is_empty() {
+            return;
+        }
+        let mut notices = Vec::new();
+        {
+            let mut remote = lock(&self.inner.remote);
+            for (key, nodes) in remote.iter_mut() {
+                let gone: Vec<(String, BTreeMap<String, Bytes>)> = dead
+                    .iter()
+                    .filter_map(|node| nodes.remove_entry(node))
+                    .collect();
+                let count: u64 = nodes.values().map(|members| members.len() as u64).sum();
+                for (node, members) in gone {
+                    for (client_id, record) in members {
+                        notices.push((key.clone(), node.clone(), client_id, record, count));
+                    }
+                }
+            }
+        }
+        for (key, node, client_id, record, remote_count) in notices {
+            tracing::info!(channel = %key, node = %node, client_id = %client_id, "cluster: member of a dead node left");
+            let count = remote_count + self.local_count(&key);
+            let notice = Inbound::Presence(PresenceNotice {
+                key,
+                node,
+                change: PresenceChange::Leave,
+                client_id,
+                count,
+                record,
+            });
+            if self.inner.inbound.send(notice).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Learns the members other nodes have in `key` from Redis, once this
+    /// node listens to it (their later changes arrive as notices).
+    async fn seed_remote(&self, key: &ChannelKey) {
+        let (command, args) = eval(
+            scripts::MEMBERS_BY_NODE,
+            vec![nodes_key(key)],
+            vec![Value::from(members_prefix(key))],
+        );
+        let flat: Vec<Bytes> = match self.inner.client.custom(command, args).await {
+            Ok(flat) => flat,
+            Err(error) => {
+                tracing::debug!(channel = %key, %error, "cluster: other nodes' members not read");
+                return;
+            }
+        };
+        let mut remote = lock(&self.inner.remote);
+        let Some(nodes) = remote.get_mut(key) else {
+            return;
+        };
+        for triple in flat.chunks_exact(3) {
+            let (Ok(node), Ok(client_id)) = (
+                std::str::from_utf8(&triple[0]),
+                std::str::from_utf8(&triple[1]),
+            ) else {
+                continue;
+            };
+            if node == self.node_id() {
+                continue;
+            }
+            nodes
+                .entry(node.to_owned())
+                .or_default()
+                .entry(client_id.to_owned())
+                .or_insert_with(|| triple[2].clone());
         }
     }
 
@@ -1126,9 +1354,13 @@ async fn heartbeat(inner: std::sync::Weak<Inner>) {
 }
 
 /// Turns Pub/Sub messages into [`Inbound`] until cancelled.
+/// Presence notices of other nodes also update the mirror of their
+/// members (`remote`).
 async fn pump(
     mut messages: tokio::sync::broadcast::Receiver<fred::types::Message>,
     sender: mpsc::Sender<Inbound>,
+    node_id: String,
+    remote: Arc<Mutex<Remote>>,
     cancel: CancellationToken,
 ) {
     use tokio::sync::broadcast::error::RecvError;
@@ -1144,6 +1376,11 @@ async fn pump(
                 };
                 match parse(&message.channel, payload) {
                     Some(inbound) => {
+                        if let Inbound::Presence(notice) = &inbound
+                            && notice.node != node_id
+                        {
+                            mirror(&mut lock(&remote), notice);
+                        }
                         if sender.send(inbound).await.is_err() {
                             return;
                         }
@@ -1160,6 +1397,30 @@ async fn pump(
                 );
             }
             Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Applies another node's presence notice to the mirror of its members,
+/// for a channel this node listens to.
+fn mirror(remote: &mut Remote, notice: &PresenceNotice) {
+    let Some(nodes) = remote.get_mut(&notice.key) else {
+        return;
+    };
+    match notice.change {
+        PresenceChange::Join => {
+            nodes
+                .entry(notice.node.clone())
+                .or_default()
+                .insert(notice.client_id.clone(), notice.record.clone());
+        }
+        PresenceChange::Leave => {
+            if let Some(members) = nodes.get_mut(&notice.node) {
+                members.remove(&notice.client_id);
+                if members.is_empty() {
+                    nodes.remove(&notice.node);
+                }
+            }
         }
     }
 }
@@ -1195,7 +1456,22 @@ fn parse(channel: &str, payload: Bytes) -> Option<Inbound> {
         .strip_suffix(LIVE_SUFFIX)
         .and_then(|key| ChannelKey::parse(key).ok())?;
     let mut fields = header.split('\t');
-    let echo = fields.next()? == "e";
+    let flags = fields.next()?;
+    if flags == PRESENCE_TAG {
+        let node = fields.next()?.to_owned();
+        let change = PresenceChange::from_tag(fields.next()?)?;
+        let client_id = fields.next()?.to_owned();
+        let count = fields.next()?.parse().ok()?;
+        return Some(Inbound::Presence(PresenceNotice {
+            key,
+            node,
+            change,
+            client_id,
+            count,
+            record: frame,
+        }));
+    }
+    let echo = flags == "e";
     let sender = fields.next()?.to_owned();
     let seq = fields.next()?.parse().ok()?;
     let epoch = fields.next()?.to_owned();
@@ -1226,6 +1502,34 @@ mod tests {
         assert_eq!(message.sender, "arq_client_1");
         assert!(!message.echo);
         assert_eq!(&message.frame[..], b"{\"x\":1}");
+    }
+
+    #[test]
+    fn presence_notices_parse() {
+        let key = ChannelKey::new("chat", "general").expect("valid");
+        let header = presence_header("n1", PresenceChange::Leave, "arq_client_3");
+        let payload = Bytes::from(format!("{header}4\n{{\"client_id\":\"arq_client_3\"}}"));
+        let Some(Inbound::Presence(notice)) = parse(&live_channel(&key), payload) else {
+            panic!("not parsed");
+        };
+        assert_eq!(notice.key, key);
+        assert_eq!(notice.node, "n1");
+        assert_eq!(notice.change, PresenceChange::Leave);
+        assert_eq!(notice.client_id, "arq_client_3");
+        assert_eq!(notice.count, 4);
+        assert_eq!(&notice.record[..], b"{\"client_id\":\"arq_client_3\"}");
+        let bad = Bytes::from_static(b"p\tn1\tx\tarq_client_3\t4\n{}");
+        assert!(parse(&live_channel(&key), bad).is_none());
+        let mut remote = Remote::new();
+        remote.insert(key.clone(), HashMap::new());
+        let join = PresenceNotice {
+            change: PresenceChange::Join,
+            ..notice.clone()
+        };
+        mirror(&mut remote, &join);
+        assert_eq!(remote[&key]["n1"].len(), 1);
+        mirror(&mut remote, &notice);
+        assert!(remote[&key].is_empty());
     }
 
     #[test]

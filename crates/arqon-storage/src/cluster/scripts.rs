@@ -61,21 +61,6 @@ end
 return records
 ";
 
-/// How many members a channel has on every node (as [`MEMBERS`] counts).
-///
-/// KEYS: the channel's node set. ARGV: the key prefix of its members hashes.
-pub(crate) const COUNT: &str = r"
-local total = 0
-for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local n = redis.call('HLEN', ARGV[1] .. node)
-  if n == 0 then
-    redis.call('SREM', KEYS[1], node)
-  end
-  total = total + n
-end
-return total
-";
-
 /// Sends a direct message to the node that holds its target.
 ///
 /// KEYS: the client registry, the node registry.
@@ -109,4 +94,55 @@ if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   return redis.call('HDEL', KEYS[1], ARGV[1])
 end
 return 0
+";
+
+/// Records a member joining or leaving a channel on one node, and tells
+/// every node through the channel's Pub/Sub channel (SPEC §15).
+///
+/// KEYS: the node's members hash of the channel, the channel's node set.
+/// ARGV: `j` (join) or `l` (leave), client id, client record (JSON), node
+/// TTL (ms), this node's id, the key prefix of the members hashes, the
+/// channel's Pub/Sub name, the notice header without its count (empty: no
+/// notice, e.g. for a repeated join).
+///
+/// Publishes `<header><count>\n<record>`, the count being the members on
+/// every node after the change; returns that count.
+pub(crate) const PRESENCE: &str = r"
+if ARGV[1] == 'j' then
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('SADD', KEYS[2], ARGV[5])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+else
+  redis.call('HDEL', KEYS[1], ARGV[2])
+end
+local total = 0
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local n = redis.call('HLEN', ARGV[6] .. node)
+  if n == 0 then
+    redis.call('SREM', KEYS[2], node)
+  end
+  total = total + n
+end
+if ARGV[8] ~= '' then
+  redis.call('PUBLISH', ARGV[7], ARGV[8] .. total .. '\n' .. ARGV[3])
+end
+return total
+";
+
+/// The members of a channel on every node, by node.
+///
+/// KEYS: the channel's node set. ARGV: the key prefix of its members
+/// hashes. Returns a flat array `node, client id, record, node, …`.
+pub(crate) const MEMBERS_BY_NODE: &str = r"
+local out = {}
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local pairs = redis.call('HGETALL', ARGV[1] .. node)
+  for i = 1, #pairs, 2 do
+    out[#out + 1] = node
+    out[#out + 1] = pairs[i]
+    out[#out + 1] = pairs[i + 1]
+  end
+end
+return out
 ";
