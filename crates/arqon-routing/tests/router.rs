@@ -615,6 +615,7 @@ fn a_join_into_a_big_presence_room_costs_one_frame_per_member_and_none_for_the_j
         events[0]["payload"]["participant_count"],
         MEMBERS as u64 + 1
     );
+}
 
 /// Cluster mode, recovery (SPEC §14): a message that a join reply covered
 /// (its `seq` ≤ the reply's) but that arrives from Redis only after the
