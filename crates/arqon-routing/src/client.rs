@@ -181,11 +181,7 @@ impl Client {
 
     /// Forgets what is held for `key` (the client left the channel).
     pub(crate) fn drop_hold(&self, key: &ChannelKey) {
-        let mut holds = lock(&self.holds);
-        holds.remove(key);
-        if holds.is_empty() {
-            self.holding.store(false, Ordering::Release);
-        }
+        self.release_with(key, |_, _| {});
     }
 
     /// Asks the connection to close.

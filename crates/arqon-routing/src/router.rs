@@ -516,9 +516,9 @@ impl Router {
                 return;
             }
             // Counted as delivered when it was held; only a failure is new.
-            if let Err(err) = client.outbound().push(frame) {
-                self.settle(client, key, seq, Err(err));
-            }
+            let queued = client.outbound().push(frame);
+            self.note_lag(client, key, seq, queued);
+            self.settled(client, queued);
         });
     }
 
@@ -544,11 +544,7 @@ impl Router {
             "screen_name": profile.screen_name,
         });
         let frame = presence_frame(key, event, client, members.len() as u64);
-        for member in &members.list {
-            if member.id() != subject.id() && members.presence.contains(member.id()) {
-                self.deliver_to_member(member, key, frame.clone(), None);
-            }
-        }
+        self.tell_presence_subscribers(key, members, subject.id().as_str(), &frame);
     }
 
     /// Tells this node's presence subscribers of `key` that a client of
@@ -572,16 +568,28 @@ impl Router {
         }
         let subject = client["client_id"].as_str().unwrap_or_default().to_owned();
         let frame = presence_frame(key, event, client, participant_count);
-        let mut delivered = 0;
+        self.tell_presence_subscribers(key, &members, &subject, &frame)
+    }
+
+    /// Queues a presence event to the members of `key` that asked for
+    /// presence, except `subject`; returns how many got it.
+    fn tell_presence_subscribers(
+        &self,
+        key: &ChannelKey,
+        members: &Members,
+        subject: &str,
+        frame: &Bytes,
+    ) -> usize {
+        let mut told = 0;
         for member in &members.list {
             if member.id().as_str() != subject
                 && members.presence.contains(member.id())
                 && self.deliver_to_member(member, key, frame.clone(), None)
             {
-                delivered += 1;
+                told += 1;
             }
         }
-        delivered
+        told
     }
 
     // ---- delivery ------------------------------------------------------
@@ -800,8 +808,7 @@ impl Router {
 
     /// Queues a frame of channel `key` for one of its members: held back
     /// while the member's join reply is on its way, else like
-    /// [`Router::deliver`]; a message dropped under the `drop` policy is
-    /// owed a lagged notice (SPEC §16).
+    /// [`Router::deliver`].
     fn deliver_to_member(
         &self,
         member: &Client,
@@ -810,31 +817,21 @@ impl Router {
         seq: Option<u64>,
     ) -> bool {
         let queued = member.send_channel(key, frame, seq);
-        self.settle(member, key, seq, queued)
+        self.note_lag(member, key, seq, queued);
+        self.counted(member, queued)
     }
 
-    /// Counts a channel frame's fate and applies the slow-consumer policy
-    /// when it did not fit. Returns whether it was queued.
-    fn settle(
+    /// A channel message dropped under the `drop` policy is owed a lagged
+    /// notice (SPEC §16).
+    fn note_lag(
         &self,
         member: &Client,
         key: &ChannelKey,
         seq: Option<u64>,
         queued: Result<(), PushError>,
-    ) -> bool {
-        match queued {
-            Ok(()) => {
-                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            Err(PushError::Full) => {
-                self.slow_consumer(member);
-                if self.config.slow_consumer == SlowConsumerPolicy::Drop {
-                    member.outbound().note_dropped(key, seq);
-                }
-                false
-            }
-            Err(PushError::Closed) => false,
+    ) {
+        if queued == Err(PushError::Full) && self.config.slow_consumer == SlowConsumerPolicy::Drop {
+            member.outbound().note_dropped(key, seq);
         }
     }
 
@@ -842,21 +839,28 @@ impl Router {
     /// applying the slow-consumer policy when its queue is full, and counts
     /// it in [`Stats::delivered`]. Returns whether the frame was queued.
     pub fn deliver(&self, client: &Client, frame: Bytes) -> bool {
-        let queued = self.queue(client, frame);
+        self.counted(client, client.send(frame))
+    }
+
+    /// Queues a reply (a response or an error) for `client` like
+    /// [`Router::deliver`], without counting it as a delivered message.
+    pub fn reply(&self, client: &Client, frame: Bytes) -> bool {
+        self.settled(client, client.send(frame))
+    }
+
+    /// [`settled`](Self::settled), counting a queued frame as delivered.
+    fn counted(&self, client: &Client, queued: Result<(), PushError>) -> bool {
+        let queued = self.settled(client, queued);
         if queued {
             self.stats.delivered.fetch_add(1, Ordering::Relaxed);
         }
         queued
     }
 
-    /// Queues a reply (a response or an error) for `client` like
-    /// [`Router::deliver`], without counting it as a delivered message.
-    pub fn reply(&self, client: &Client, frame: Bytes) -> bool {
-        self.queue(client, frame)
-    }
-
-    fn queue(&self, client: &Client, frame: Bytes) -> bool {
-        match client.send(frame) {
+    /// Whether a push queued its frame; a full queue gets the
+    /// slow-consumer policy.
+    fn settled(&self, client: &Client, queued: Result<(), PushError>) -> bool {
+        match queued {
             Ok(()) => true,
             Err(PushError::Full) => {
                 self.slow_consumer(client);
