@@ -11,7 +11,7 @@ use arqon_protocol::{
     ClientId, ClientType, MAX_AVATAR_LEN, MAX_PERSONALITY_LEN, MAX_SCREEN_NAME_LEN,
     check_profile_text, close,
 };
-use arqon_routing::{Batch, Client, CloseReason, Outbound, Profile};
+use arqon_routing::{Batch, Client, CloseReason, Frames, Outbound, Profile};
 use arqon_telemetry::metrics::{AbortReason, ConnectionGauge};
 use arqon_telemetry::{AgentAction, Event};
 use axum::extract::rejection::QueryRejection;
@@ -22,7 +22,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::json;
 use tokio::time::{Duration, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite;
@@ -364,8 +364,10 @@ async fn serve(
     if let Some(cluster) = app.bus.cluster() {
         // Registered before the welcome, so that direct messages from any
         // node find the client as soon as it knows its id.
+        // Boxed: a Redis call's future is kilobytes, and held inline it
+        // would grow every connection's task, cluster or not.
         let registered =
-            cluster.client_connected(client.id().as_str(), client.client_type().as_str());
+            Box::pin(cluster.client_connected(client.id().as_str(), client.client_type().as_str()));
         match tokio::time::timeout(CLUSTER_REGISTER_WAIT, registered).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
@@ -541,6 +543,9 @@ pub(crate) struct WriterSettings {
     /// A write step that does not complete within this aborts the
     /// connection (SPEC §18).
     pub write_timeout: Duration,
+    /// Channel messages for a connection written to less than this long
+    /// ago are held until this long after that write, and go out together.
+    pub coalesce: Duration,
 }
 
 impl WriterSettings {
@@ -548,6 +553,7 @@ impl WriterSettings {
         Self {
             ping_interval: app.config.server.ping_interval,
             write_timeout: app.config.server.write_timeout,
+            coalesce: app.config.server.write_coalesce,
         }
     }
 }
@@ -569,29 +575,55 @@ enum Written {
 /// frame is read; closing the sink flushes it). A write step that makes no
 /// progress for the write timeout aborts the connection instead: the queue
 /// is freed and the socket dropped without waiting any further.
+///
+/// Write coalescing: a batch of channel messages only (no reply, direct
+/// message or notice in it) for a busy connection — its last write carried
+/// several frames and was less than `settings.coalesce` ago — waits until
+/// that much time has passed since that write, gathering what is published
+/// meanwhile, and goes out in one socket write. A connection that gets a
+/// frame at a time is written to at once; a busy one at most once per
+/// window, which under fan-out load saves a write (and the reader's
+/// wake-up) per message (docs/architecture.md).
 pub(crate) async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     outbound: Outbound,
     settings: WriterSettings,
     done: CancellationToken,
 ) {
-    let mut batch: Vec<Bytes> = Vec::new();
     let ping_interval = settings.ping_interval;
     let mut pings = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
     pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let timeout = settings.write_timeout;
+    // When the last batch was written, and whether it carried several
+    // frames: only a connection that busy has its next batch held.
+    let mut last_write: Option<(Instant, bool)> = None;
     let close = loop {
         let written = tokio::select! {
-            next = outbound.next_batch(&mut batch) => match next {
-                Batch::Frames => {
-                    let write = write_batch(&mut sink, &mut batch, timeout);
-                    unless_discarded(&outbound, write).await
+            next = outbound.next_batch() => match next {
+                Batch::Frames { mut frames, urgent } => {
+                    let window_end = last_write
+                        .filter(|&(_, several)| several && !urgent)
+                        .map(|(at, _)| at + settings.coalesce)
+                        .filter(|end| Instant::now() < *end);
+                    let write = async {
+                        if let Some(end) = window_end {
+                            outbound.gather_until(end, &mut frames).await;
+                        }
+                        let several = frames.len() > 1;
+                        (write_batch(&mut sink, frames, timeout).await, several)
+                    };
+                    let (written, several) = match unless_discarded(&outbound, write).await {
+                        Ok(written) => written,
+                        Err(written) => (written, false),
+                    };
+                    last_write = Some((Instant::now(), several));
+                    written
                 }
                 Batch::Close(reason) => break Some(reason),
             },
             _ = pings.tick() => {
                 let ping = step(timeout, sink.send(Message::Ping(Bytes::new())));
-                unless_discarded(&outbound, ping).await
+                unless_discarded(&outbound, ping).await.unwrap_or_else(|discarded| discarded)
             }
         };
         match written {
@@ -627,19 +659,32 @@ pub(crate) async fn write_loop(
 /// # Cancel safety
 /// Cancel safe as far as the queue goes; a write dropped halfway leaves
 /// the socket unusable, which is why it is only dropped when closing.
-async fn unless_discarded(outbound: &Outbound, write: impl Future<Output = Written>) -> Written {
+async fn unless_discarded<T>(
+    outbound: &Outbound,
+    write: impl Future<Output = T>,
+) -> Result<T, Written> {
     tokio::select! {
-        written = write => written,
-        reason = outbound.discarded() => Written::Discarded(reason),
+        written = write => Ok(written),
+        reason = outbound.discarded() => Err(Written::Discarded(reason)),
     }
 }
 
-/// One write step, which must make progress within `timeout`.
+/// One write step, which must make progress within `timeout`. Most steps
+/// complete on their first poll (the frame fits the write buffer, the
+/// socket takes the bytes): the timer is armed only for a step that has to
+/// wait, so a batch costs no clock read or timer per frame.
 async fn step(timeout: Duration, write: impl Future<Output = Result<(), axum::Error>>) -> Written {
-    match tokio::time::timeout(timeout, write).await {
-        Ok(Ok(())) => Written::Done,
-        Ok(Err(_)) => Written::Failed,
-        Err(_elapsed) => Written::Stalled,
+    let mut write = std::pin::pin!(write);
+    let result = match write.as_mut().now_or_never() {
+        Some(result) => result,
+        None => match tokio::time::timeout(timeout, write).await {
+            Ok(result) => result,
+            Err(_elapsed) => return Written::Stalled,
+        },
+    };
+    match result {
+        Ok(()) => Written::Done,
+        Err(_) => Written::Failed,
     }
 }
 
@@ -648,10 +693,10 @@ async fn step(timeout: Duration, write: impl Future<Output = Result<(), axum::Er
 /// must complete within `timeout`: that is what "no progress" means here.
 async fn write_batch(
     sink: &mut SplitSink<WebSocket, Message>,
-    batch: &mut Vec<Bytes>,
+    batch: Frames,
     timeout: Duration,
 ) -> Written {
-    for frame in batch.drain(..) {
+    for frame in batch {
         // Every queued frame is JSON produced by serde_json: valid UTF-8.
         let Ok(text) = Utf8Bytes::try_from(frame) else {
             return Written::Failed;

@@ -129,6 +129,8 @@ impl ConfigBuilder {
         shutdown_grace(Duration) => SHUTDOWN_GRACE_SECS, |c, v| c.server.shutdown_grace = v;
         /// A write making no progress this long aborts the connection.
         write_timeout(Duration) => WRITE_TIMEOUT_SECS, |c, v| c.server.write_timeout = v;
+        /// How long a busy connection may hold channel messages to batch them.
+        write_coalesce(Duration) => WRITE_COALESCE_MS, |c, v| c.server.write_coalesce = v;
         /// Concurrent telemetry connections.
         telemetry_max_connections(usize) => TELEMETRY_MAX_CONNECTIONS, |c, v| c.server.telemetry_max_connections = v;
         /// Browser origins allowed besides same-origin ones.

@@ -69,6 +69,7 @@ pub(crate) mod names {
     pub(crate) const HANDSHAKE_TIMEOUT_SECS: &str = "ARQONBUS_HANDSHAKE_TIMEOUT_SECS";
     pub(crate) const SHUTDOWN_GRACE_SECS: &str = "ARQONBUS_SHUTDOWN_GRACE_SECS";
     pub(crate) const WRITE_TIMEOUT_SECS: &str = "ARQONBUS_WRITE_TIMEOUT_SECS";
+    pub(crate) const WRITE_COALESCE_MS: &str = "ARQONBUS_WRITE_COALESCE_MS";
     pub(crate) const TELEMETRY_MAX_CONNECTIONS: &str = "ARQONBUS_TELEMETRY_MAX_CONNECTIONS";
     pub(crate) const ALLOWED_ORIGINS: &str = "ARQONBUS_ALLOWED_ORIGINS";
     pub(crate) const TLS_CERT: &str = "ARQONBUS_TLS_CERT";
@@ -211,6 +212,13 @@ pub const KEYS: &[KeySpec] = &[
         None,
         "10",
         "A socket write that makes no progress for this many seconds aborts the connection.",
+    ),
+    key(
+        WRITE_COALESCE_MS,
+        &[],
+        None,
+        "10",
+        "Milliseconds a busy connection may hold channel messages to send them in one write (0 = off).",
     ),
     key(
         TELEMETRY_MAX_CONNECTIONS,

@@ -252,6 +252,7 @@ pub(crate) fn apply(
         HANDSHAKE_TIMEOUT_SECS => server.handshake_timeout = input.secs()?,
         SHUTDOWN_GRACE_SECS => server.shutdown_grace = input.secs()?,
         WRITE_TIMEOUT_SECS => server.write_timeout = input.secs()?,
+        WRITE_COALESCE_MS => server.write_coalesce = input.millis()?,
         TELEMETRY_MAX_CONNECTIONS => server.telemetry_max_connections = input.uint(EXPECT_UINT)?,
         ALLOWED_ORIGINS => server.allowed_origins = input.list(EXPECT_ORIGINS)?,
         TLS_CERT => server.tls_cert = input.optional_path()?,

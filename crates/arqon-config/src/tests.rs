@@ -384,6 +384,7 @@ const SAMPLES: &[Sample] = &[
     ("ARQONBUS_EMPTY_CHANNEL_TTL_SECS", ["0", "5", "6"], &[]),
     ("ARQONBUS_RECOVERY_MAX", ["1", "2", "3"], &[]),
     ("ARQONBUS_WRITE_TIMEOUT_SECS", ["1", "2", "3"], &[]),
+    ("ARQONBUS_WRITE_COALESCE_MS", ["0", "5", "1000"], &[]),
     ("ARQONBUS_TELEMETRY_MAX_CONNECTIONS", ["1", "2", "3"], &[]),
     (
         "ARQONBUS_ALLOWED_ORIGINS",

@@ -57,6 +57,10 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// A socket write that makes no progress this long aborts the connection.
     pub write_timeout: Duration,
+    /// How long a connection's writer may hold channel messages to send
+    /// them in one socket write, when it wrote less than this long ago;
+    /// zero writes every batch at once.
+    pub write_coalesce: Duration,
     /// Concurrent telemetry connections; beyond it upgrades get HTTP 503.
     pub telemetry_max_connections: usize,
     /// Browser origins allowed besides same-origin and no-Origin upgrades
@@ -108,6 +112,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
+            write_coalesce: Duration::from_millis(10),
             telemetry_max_connections: 100,
             allowed_origins: Vec::new(),
             tls_cert: None,

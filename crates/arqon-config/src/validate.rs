@@ -59,6 +59,9 @@ const LOG_LEVEL_RULE: &str =
     "trace, debug, info, warn, error, off, or a directive such as info,arqon_routing=debug";
 
 /// Checks every rule; the first violation, in `KEYS` order, is returned.
+/// The longest write-coalescing window: beyond it, batching is latency.
+const MAX_WRITE_COALESCE: Duration = Duration::from_secs(1);
+
 pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
     let invalid = |env: &'static str, value: String, expected: &'static str| {
         Err(ConfigError::InvalidValue {
@@ -98,6 +101,13 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
     positive_secs(IDLE_TIMEOUT_SECS, server.idle_timeout)?;
     positive_secs(HANDSHAKE_TIMEOUT_SECS, server.handshake_timeout)?;
     positive_secs(WRITE_TIMEOUT_SECS, server.write_timeout)?;
+    if server.write_coalesce > MAX_WRITE_COALESCE {
+        return invalid(
+            WRITE_COALESCE_MS,
+            server.write_coalesce.as_millis().to_string(),
+            "a whole number of milliseconds from 0 to 1000",
+        );
+    }
     at_least_one(
         TELEMETRY_MAX_CONNECTIONS,
         widen(server.telemetry_max_connections),

@@ -153,7 +153,7 @@ impl Client {
                 return Ok(());
             }
         }
-        self.outbound.push(frame)
+        self.outbound.push_batched(frame)
     }
 
     /// Starts holding back `key`'s frames (a join is under way).
@@ -175,6 +175,8 @@ impl Client {
             }
         }
         if holds.is_empty() {
+            // An idle connection keeps no table here.
+            holds.shrink_to_fit();
             self.holding.store(false, Ordering::Release);
         }
     }

@@ -28,7 +28,7 @@ mod router;
 pub use channel::{Channel, ChannelKind, ChannelSpec};
 pub use client::{Client, Profile, Role};
 pub use error::RoutingError;
-pub use outbound::{Batch, CloseReason, Outbound, PushError};
+pub use outbound::{Batch, CloseReason, Frames, Outbound, PushError};
 pub use router::{
     Delivery, JoinOptions, Joined, PresenceEvent, Publisher, Router, SLOW_CONSUMER_CLOSE,
     Sequenced, Snapshot, Stats,

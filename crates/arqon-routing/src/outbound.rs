@@ -5,8 +5,20 @@
 //! the caller applies the slow-consumer policy. One writer task per
 //! connection drains the queue in batches, so that frames queued while it
 //! was writing go out in one socket write.
+//!
+//! Frames come in two kinds. [`Outbound::push`] is for what the client is
+//! waiting on (replies, direct messages, notices): the writer sends it as
+//! soon as it can. [`Outbound::push_batched`] is for channel fan-out: the
+//! writer of a connection that wrote moments ago may hold such frames for
+//! a short window ([`Outbound::gather_until`]) and send them together, which
+//! saves a socket write (and the reader's wake-up) per frame under load. A
+//! frame of the first kind ends such a window at once.
+//!
+//! The writer is woken only when the queue goes from empty to non-empty:
+//! it drains everything queued when it runs, so later pushes need no wake.
 
 use std::collections::VecDeque;
+use std::mem;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arqon_protocol::{ChannelKey, Envelope, EnvelopeType};
@@ -38,19 +50,27 @@ pub enum PushError {
     Closed,
 }
 
+/// Frames taken from the queue by its writer, oldest first.
+pub type Frames = VecDeque<Bytes>;
+
 /// What the writer gets from [`Outbound::next_batch`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Batch {
-    /// Frames to write, oldest first (also moved into the caller's buffer).
-    Frames,
+    /// Frames to write, oldest first. `urgent` when one of them was pushed
+    /// with [`Outbound::push`] (the client waits for it): write it now.
+    Frames { frames: Frames, urgent: bool },
     /// Nothing more will come: send this close frame and stop.
     Close(CloseReason),
 }
 
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<Bytes>,
+    /// The queued frames. Moved out whole by the writer, so an idle
+    /// connection holds no buffer here.
+    frames: Frames,
     bytes: usize,
+    /// A frame in `frames` came from [`Outbound::push`].
+    urgent: bool,
     close: Option<CloseReason>,
     lag: Lag,
 }
@@ -176,20 +196,41 @@ impl Outbound {
         self.shared.capacity
     }
 
-    /// Enqueues `frame` without waiting.
+    /// Enqueues `frame` without waiting, for the writer to send at once:
+    /// a reply, a direct message or a notice.
     pub fn push(&self, frame: Bytes) -> Result<(), PushError> {
-        {
+        self.enqueue(frame, true)
+    }
+
+    /// Enqueues a channel message (or presence event) without waiting; the
+    /// writer may hold it for its coalescing window to send it together with
+    /// the frames that follow ([`Outbound::gather_until`]).
+    pub fn push_batched(&self, frame: Bytes) -> Result<(), PushError> {
+        self.enqueue(frame, false)
+    }
+
+    fn enqueue(&self, frame: Bytes, urgent: bool) -> Result<(), PushError> {
+        let wake = {
             let mut state = self.state();
             if state.close.is_some() {
                 return Err(PushError::Closed);
             }
-            if !state.frames.is_empty() && state.bytes + frame.len() > self.shared.capacity {
+            let was_empty = state.frames.is_empty();
+            if !was_empty && state.bytes + frame.len() > self.shared.capacity {
                 return Err(PushError::Full);
             }
             state.bytes += frame.len();
             state.frames.push_back(frame);
+            // A writer gathering a window waits for the first urgent frame;
+            // otherwise it drains the whole queue when it runs, so only
+            // the first frame after a drain needs to wake it.
+            let wake = was_empty || (urgent && !state.urgent);
+            state.urgent |= urgent;
+            wake
+        };
+        if wake {
+            self.shared.ready.notify_one();
         }
-        self.shared.ready.notify_one();
         Ok(())
     }
 
@@ -274,7 +315,13 @@ impl Outbound {
         self.shared.ready.notify_one();
     }
 
-    /// Waits for work: moves every queued frame into `buf` and returns
+    /// Takes every queued frame, which frees their room in the budget.
+    fn take_frames(&self, state: &mut State) -> (Frames, bool) {
+        state.bytes = 0;
+        (mem::take(&mut state.frames), mem::take(&mut state.urgent))
+    }
+
+    /// Waits for work: takes every queued frame and returns
     /// [`Batch::Frames`], or, once the queue is empty and a close was
     /// requested, returns [`Batch::Close`]. A lagged notice that is owed
     /// (SPEC §16) leads the batch, as soon as the queue has room again (it
@@ -282,23 +329,24 @@ impl Outbound {
     /// against the budget, so it is never dropped.
     ///
     /// # Cancel safety
-    /// Cancel safe: frames are moved into `buf` only on the poll that
-    /// returns, so a cancelled wait loses nothing.
-    pub async fn next_batch(&self, buf: &mut Vec<Bytes>) -> Batch {
+    /// Cancel safe: frames are taken only on the poll that returns, so a
+    /// cancelled wait loses nothing.
+    pub async fn next_batch(&self) -> Batch {
         loop {
             let notice_due = {
                 let now = Instant::now();
                 let mut state = self.state();
                 let notice = state.lag.take_due(now);
                 if !state.frames.is_empty() || notice.is_some() {
+                    let (mut frames, urgent) = self.take_frames(&mut state);
+                    drop(state);
                     // The notice goes first: every message queued after the
                     // drops it reports follows it.
-                    buf.extend(notice);
-                    buf.extend(state.frames.drain(..));
-                    state.bytes = 0;
-                    drop(state);
+                    if let Some(notice) = notice {
+                        frames.push_front(notice);
+                    }
                     self.shared.room.notify_waiters();
-                    return Batch::Frames;
+                    return Batch::Frames { frames, urgent };
                 }
                 if let Some(reason) = state.close {
                     return Batch::Close(reason);
@@ -313,6 +361,39 @@ impl Outbound {
                     }
                 }
                 None => self.shared.ready.notified().await,
+            }
+        }
+    }
+
+    /// Holds the writer's `frames` (a batch of [`Outbound::push_batched`]
+    /// frames) until `deadline`, or until an urgent frame is pushed or the
+    /// connection is closing, whichever comes first; then appends whatever
+    /// was queued meanwhile. The frames held count against the budget no
+    /// longer, so during a window a connection may hold up to twice its
+    /// budget. An owed lagged notice waits for the next batch, which it
+    /// leads.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: frames are appended only on the poll that returns.
+    pub async fn gather_until(&self, deadline: Instant, frames: &mut Frames) {
+        let sleep = tokio::time::sleep_until(deadline);
+        let mut sleep = std::pin::pin!(sleep);
+        loop {
+            let mut ready = std::pin::pin!(self.shared.ready.notified());
+            ready.as_mut().enable();
+            {
+                let mut state = self.state();
+                if state.urgent || state.close.is_some() || sleep.is_elapsed() {
+                    let (more, _urgent) = self.take_frames(&mut state);
+                    drop(state);
+                    frames.extend(more);
+                    self.shared.room.notify_waiters();
+                    return;
+                }
+            }
+            tokio::select! {
+                () = ready => {}
+                () = sleep.as_mut() => {}
             }
         }
     }
@@ -337,10 +418,12 @@ mod tests {
                 .expect("fits");
         }
         assert_eq!(queue.queued_bytes(), 3);
-        let mut buf = Vec::new();
-        assert_eq!(queue.next_batch(&mut buf).await, Batch::Frames);
+        let Batch::Frames { frames, urgent } = queue.next_batch().await else {
+            panic!("frames are queued");
+        };
+        assert!(urgent);
         assert_eq!(
-            buf,
+            frames,
             ["a", "b", "c"].map(|t| Bytes::from_static(t.as_bytes()))
         );
         assert_eq!(queue.queued_bytes(), 0);
@@ -374,9 +457,11 @@ mod tests {
             "first reason wins"
         );
         assert_eq!(queue.push(Bytes::from_static(b"y")), Err(PushError::Closed));
-        let mut buf = Vec::new();
-        assert_eq!(queue.next_batch(&mut buf).await, Batch::Close(SLOW));
-        assert!(buf.is_empty());
+        assert_eq!(
+            queue.next_batch().await,
+            Batch::Close(SLOW),
+            "nothing left to write"
+        );
 
         let queue = Outbound::new(100);
         queue.push(Bytes::from_static(b"x")).expect("fits");
@@ -384,9 +469,10 @@ mod tests {
             discard_pending: false,
             ..SLOW
         });
-        assert_eq!(queue.next_batch(&mut buf).await, Batch::Frames);
-        assert_eq!(buf.len(), 1);
-        assert!(matches!(queue.next_batch(&mut buf).await, Batch::Close(_)));
+        assert!(
+            matches!(queue.next_batch().await, Batch::Frames { frames, .. } if frames.len() == 1)
+        );
+        assert!(matches!(queue.next_batch().await, Batch::Close(_)));
     }
 
     #[tokio::test]
@@ -419,8 +505,7 @@ mod tests {
             tokio::spawn(async move { waiter.push_when_room(Bytes::from(vec![1; 8])).await });
         tokio::task::yield_now().await;
         assert!(!task.is_finished(), "the queue is full");
-        let mut buf = Vec::new();
-        assert_eq!(queue.next_batch(&mut buf).await, Batch::Frames);
+        assert!(matches!(queue.next_batch().await, Batch::Frames { .. }));
         assert_eq!(task.await.expect("task"), Ok(()));
         assert_eq!(queue.queued_bytes(), 8);
 
@@ -437,14 +522,100 @@ mod tests {
     async fn the_writer_wakes_on_push() {
         let queue = Outbound::new(100);
         let writer = queue.clone();
-        let task = tokio::spawn(async move {
-            let mut buf = Vec::new();
-            writer.next_batch(&mut buf).await;
-            buf
-        });
+        let task = tokio::spawn(async move { writer.next_batch().await });
         tokio::task::yield_now().await;
-        queue.push(Bytes::from_static(b"late")).expect("fits");
-        let buf = task.await.expect("writer");
-        assert_eq!(buf, [Bytes::from_static(b"late")]);
+        queue
+            .push_batched(Bytes::from_static(b"late"))
+            .expect("fits");
+        let batch = task.await.expect("writer");
+        assert_eq!(
+            batch,
+            Batch::Frames {
+                frames: [Bytes::from_static(b"late")].into(),
+                urgent: false
+            }
+        );
+    }
+
+    fn frames(texts: &[&'static str]) -> Frames {
+        texts
+            .iter()
+            .map(|text| Bytes::from_static(text.as_bytes()))
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_gathers_batched_frames_until_its_deadline() {
+        let queue = Outbound::new(100);
+        queue.push_batched(Bytes::from_static(b"a")).expect("fits");
+        let Batch::Frames { mut frames, urgent } = queue.next_batch().await else {
+            panic!("a frame is queued");
+        };
+        assert!(!urgent);
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(5);
+        let producer = queue.clone();
+        let pushes = tokio::spawn(async move {
+            for text in ["b", "c"] {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                producer
+                    .push_batched(Bytes::from_static(text.as_bytes()))
+                    .expect("fits");
+            }
+        });
+        queue.gather_until(deadline, &mut frames).await;
+        assert_eq!(
+            Instant::now(),
+            deadline,
+            "batched frames wait for the deadline"
+        );
+        assert_eq!(frames, self::frames(&["a", "b", "c"]));
+        assert_eq!(queue.queued_bytes(), 0);
+        pushes.await.expect("producer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_urgent_frame_ends_the_window() {
+        let queue = Outbound::new(100);
+        queue.push_batched(Bytes::from_static(b"a")).expect("fits");
+        let Batch::Frames { mut frames, .. } = queue.next_batch().await else {
+            panic!("a frame is queued");
+        };
+        let start = Instant::now();
+        let producer = queue.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            producer
+                .push_batched(Bytes::from_static(b"b"))
+                .expect("fits");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            producer.push(Bytes::from_static(b"reply")).expect("fits");
+        });
+        queue
+            .gather_until(start + Duration::from_secs(1), &mut frames)
+            .await;
+        assert_eq!(Instant::now(), start + Duration::from_millis(2));
+        assert_eq!(frames, self::frames(&["a", "b", "reply"]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_close_ends_the_window() {
+        let queue = Outbound::new(100);
+        let mut frames = self::frames(&["a"]);
+        let closer = queue.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            closer.close(CloseReason {
+                discard_pending: false,
+                ..SLOW
+            });
+        });
+        let start = Instant::now();
+        queue
+            .gather_until(start + Duration::from_secs(1), &mut frames)
+            .await;
+        assert_eq!(Instant::now(), start + Duration::from_millis(1));
+        assert_eq!(frames, self::frames(&["a"]));
+        assert!(matches!(queue.next_batch().await, Batch::Close(_)));
     }
 }

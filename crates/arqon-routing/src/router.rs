@@ -516,7 +516,7 @@ impl Router {
                 return;
             }
             // Counted as delivered when it was held; only a failure is new.
-            let queued = client.outbound().push(frame);
+            let queued = client.outbound().push_batched(frame);
             self.note_lag(client, key, seq, queued);
             self.settled(client, queued);
         });

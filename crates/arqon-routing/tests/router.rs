@@ -45,12 +45,14 @@ fn received(client: &Client) -> Vec<Value> {
         .build()
         .expect("rt");
     runtime.block_on(async {
-        while let Ok(Batch::Frames) = tokio::time::timeout(
+        while let Ok(Batch::Frames { frames: batch, .. }) = tokio::time::timeout(
             std::time::Duration::from_millis(1),
-            client.outbound().next_batch(&mut frames),
+            client.outbound().next_batch(),
         )
         .await
-        {}
+        {
+            frames.extend(batch);
+        }
     });
     frames
         .iter()
