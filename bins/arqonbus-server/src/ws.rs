@@ -79,7 +79,7 @@ const REPLACED_CLOSE: CloseReason = CloseReason {
 /// an idle connection's memory: 4 KiB gave 9.3 KiB RSS per idle connection,
 /// 2 KiB gives 7.1 KiB (docs/benchmarks.md). Larger frames still arrive:
 /// the buffer grows for them, they just take more reads.
-const READ_BUFFER_BYTES: usize = 2 * 1024;
+const READ_BUFFER_BYTES: usize = 1024;
 /// Frames are buffered up to this size before a socket write; the writer
 /// flushes after each batch anyway.
 const WRITE_BUFFER_BYTES: usize = 32 * 1024;
@@ -391,9 +391,14 @@ async fn serve(
     // closes (echoing the client's close frame, if it sent one); the grace
     // period bounds how long that may take.
     client.close(NORMAL_CLOSE);
-    if tokio::time::timeout(app.config.server.shutdown_grace, writer_done.cancelled())
-        .await
-        .is_err()
+    // The waits from here on are boxed: they run once, at the end, and
+    // inline they would be part of every connection's task all along.
+    if Box::pin(tokio::time::timeout(
+        app.config.server.shutdown_grace,
+        writer_done.cancelled(),
+    ))
+    .await
+    .is_err()
     {
         warn!("writer did not finish within the grace period");
     }
@@ -402,21 +407,21 @@ async fn serve(
         ReaderEnd::ServerClosing if !stalled => {
             // Complete the closing handshake: give the client a moment to
             // answer our close frame before the TCP connection goes.
-            let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, async {
+            let _ = Box::pin(tokio::time::timeout(CLOSE_REPLY_WAIT, async {
                 while let Some(Ok(message)) = stream.next().await {
                     if matches!(message, Message::Close(_)) {
                         break;
                     }
                 }
-            })
+            }))
             .await;
         }
         ReaderEnd::PeerClosed(_) => {
             // The echo is written; RFC 6455 lets the client close the TCP
             // connection first, which browsers take as a clean close.
-            let _ = tokio::time::timeout(CLOSE_ECHO_WAIT, async {
+            let _ = Box::pin(tokio::time::timeout(CLOSE_ECHO_WAIT, async {
                 while let Some(Ok(_)) = stream.next().await {}
-            })
+            }))
             .await;
         }
         ReaderEnd::ServerClosing | ReaderEnd::PeerGone(_) => {}
@@ -463,7 +468,10 @@ async fn read_loop(
 ) -> ReaderEnd {
     let idle_timeout = app.config.server.idle_timeout;
     let client = session.client().clone();
-    let mut deadline = Instant::now() + idle_timeout;
+    let mut last_frame = Instant::now();
+    // One timer for the connection, re-armed only when it fires early: a
+    // frame just moves `last_frame`, so reading costs no timer per frame.
+    let mut idle = Box::pin(tokio::time::sleep_until(last_frame + idle_timeout));
     loop {
         let frame = tokio::select! {
             biased;
@@ -473,16 +481,21 @@ async fn read_loop(
             }
             () = writer_done.cancelled() => return ReaderEnd::ServerClosing,
             () = session.resolve_pending(), if session.has_pending() => continue,
-            frame = tokio::time::timeout_at(deadline, stream.next()), if session.can_read() => frame,
-        };
-        let message = match frame {
-            Err(_elapsed) => {
+            frame = stream.next(), if session.can_read() => frame,
+            () = idle.as_mut(), if session.can_read() => {
+                let deadline = last_frame + idle_timeout;
+                if Instant::now() < deadline {
+                    idle.as_mut().reset(deadline);
+                    continue;
+                }
                 debug!("idle timeout");
                 client.close(IDLE_CLOSE);
                 return ReaderEnd::ServerClosing;
             }
-            Ok(None) => return ReaderEnd::PeerGone("connection lost"),
-            Ok(Some(Err(err))) => {
+        };
+        let message = match frame {
+            None => return ReaderEnd::PeerGone("connection lost"),
+            Some(Err(err)) => {
                 return match read_error_close(&err) {
                     Some(close) => {
                         debug!(error = %err, code = close.code, "closing on a bad frame");
@@ -495,9 +508,9 @@ async fn read_loop(
                     }
                 };
             }
-            Ok(Some(Ok(message))) => message,
+            Some(Ok(message)) => message,
         };
-        deadline = Instant::now() + idle_timeout;
+        last_frame = Instant::now();
         let flow = match message {
             Message::Text(text) => session.on_text(text.as_str()),
             Message::Binary(_) => session.on_binary(),
@@ -622,7 +635,9 @@ pub(crate) async fn write_loop(
                 Batch::Close(reason) => break Some(reason),
             },
             _ = pings.tick() => {
-                let ping = step(timeout, sink.send(Message::Ping(Bytes::new())));
+                // Boxed, like the close below: rare steps whose futures
+                // would otherwise be part of every idle connection's task.
+                let ping = Box::pin(step(timeout, sink.send(Message::Ping(Bytes::new()))));
                 unless_discarded(&outbound, ping).await.unwrap_or_else(|discarded| discarded)
             }
         };
@@ -639,6 +654,13 @@ pub(crate) async fn write_loop(
             }
         }
     };
+    Box::pin(close_handshake(&mut sink, close)).await;
+    done.cancel();
+}
+
+/// Sends our close frame, if we are the ones closing, then closes the sink
+/// (which flushes the echo of the client's close frame if it closed first).
+async fn close_handshake(sink: &mut SplitSink<WebSocket, Message>, close: Option<CloseReason>) {
     if let Some(reason) = close {
         let frame = CloseFrame {
             code: reason.code,
@@ -650,7 +672,6 @@ pub(crate) async fn write_loop(
             tokio::time::timeout(CLOSE_WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     }
     let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, sink.close()).await;
-    done.cancel();
 }
 
 /// Races a write against the queue being discarded (a slow consumer cut
@@ -677,7 +698,9 @@ async fn step(timeout: Duration, write: impl Future<Output = Result<(), axum::Er
     let mut write = std::pin::pin!(write);
     let result = match write.as_mut().now_or_never() {
         Some(result) => result,
-        None => match tokio::time::timeout(timeout, write).await {
+        // Boxed: the timer is rare, and inline it would be part of every
+        // writer's task.
+        None => match Box::pin(tokio::time::timeout(timeout, write)).await {
             Ok(result) => result,
             Err(_elapsed) => return Written::Stalled,
         },

@@ -160,7 +160,12 @@ impl Session {
     pub async fn resolve_pending(&mut self) {
         loop {
             match self.pending.front_mut() {
-                None => return,
+                None => {
+                    // Nothing is pending any more: an idle connection keeps
+                    // no reply buffer.
+                    self.pending = VecDeque::new();
+                    return;
+                }
                 Some(PendingReply::Waiting(future, key)) => match future.as_mut().await {
                     Some(envelope) => {
                         let release = Release::after(key.take(), &envelope);

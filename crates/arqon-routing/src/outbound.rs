@@ -355,9 +355,13 @@ impl Outbound {
             };
             match notice_due {
                 Some(due) => {
+                    // Boxed: only a connection owed a lagged notice waits
+                    // on a timer here, and every writer's task holds this
+                    // future while it waits.
+                    let notice_timer = Box::pin(tokio::time::sleep_until(due));
                     tokio::select! {
                         () = self.shared.ready.notified() => {}
-                        () = tokio::time::sleep_until(due) => {}
+                        () = notice_timer => {}
                     }
                 }
                 None => self.shared.ready.notified().await,
@@ -376,8 +380,9 @@ impl Outbound {
     /// # Cancel safety
     /// Cancel safe: frames are appended only on the poll that returns.
     pub async fn gather_until(&self, deadline: Instant, frames: &mut Frames) {
-        let sleep = tokio::time::sleep_until(deadline);
-        let mut sleep = std::pin::pin!(sleep);
+        // Boxed rather than pinned in place: every writer's task holds this
+        // future's state, and a timer is most of it.
+        let mut sleep = Box::pin(tokio::time::sleep_until(deadline));
         loop {
             let mut ready = std::pin::pin!(self.shared.ready.notified());
             ready.as_mut().enable();
