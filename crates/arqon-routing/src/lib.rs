@@ -7,7 +7,10 @@
 //! router moves encoded frames ([`bytes::Bytes`]) into per-connection
 //! [`Outbound`] queues; the server's writer tasks own the sockets.
 //!
-//! Key types: [`Router`], [`Client`], [`Channel`], [`Outbound`].
+//! Key types: [`Router`], [`Client`], [`Channel`], [`Outbound`], and the
+//! [`Backplane`] seam: what a node shares with the other nodes of a
+//! cluster ([`backplane::Local`] for a single node; `arqon-cluster`
+//! implements it over Redis).
 //!
 //! Invariants:
 //! - a publish encodes its envelope once and queues clones of the same
@@ -19,12 +22,14 @@
 //!   channel map → channel members → client subscriptions;
 //! - every queue is bounded in bytes (`ARQONBUS_CLIENT_QUEUE_BYTES`).
 
+pub mod backplane;
 mod channel;
 mod client;
 mod error;
 mod outbound;
 mod router;
 
+pub use backplane::{Backplane, OPERATOR_CLOSE};
 pub use channel::{Channel, ChannelKind, ChannelSpec};
 pub use client::{Client, Profile, Role};
 pub use error::RoutingError;
