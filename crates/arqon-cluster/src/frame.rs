@@ -200,7 +200,32 @@ pub(crate) fn decode(channel: &str, payload: Bytes) -> Option<Inbound> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn decoding_never_panics(channel in "\\PC{0,40}", payload in proptest::collection::vec(any::<u8>(), 0..200)) {
+            for channel in [channel.as_str(), layout::CONTROL_CHANNEL, "arqonbus:node:n1", "arqonbus:{chat:general}:live"] {
+                let _ = decode(channel, Bytes::from(payload.clone()));
+            }
+        }
+
+        #[test]
+        fn channel_headers_decode_to_what_was_sent(seq in any::<u64>(), echo in any::<bool>(), epoch in "[0-9a-f]{1,16}") {
+            let sender = ClientId::new("arq_client_00000000000000000000000000000001").expect("valid");
+            let mut payload = channel_header(Some(&sender), echo).into_bytes();
+            payload.extend(format!("{seq}\t{epoch}\n{{}}").into_bytes());
+            let decoded = decode(&layout::live_channel(&key()), Bytes::from(payload));
+            let Some(Inbound::Channel(message)) = decoded else {
+                panic!("not decoded");
+            };
+            prop_assert_eq!(message.seq, seq);
+            prop_assert_eq!(&*message.epoch, epoch.as_str());
+            prop_assert_eq!(message.skip, (!echo).then_some(sender));
+        }
+    }
 
     fn key() -> ChannelKey {
         ChannelKey::new("chat", "general").expect("valid")

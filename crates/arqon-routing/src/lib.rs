@@ -3,7 +3,8 @@
 //! single clients.
 //!
 //! May depend on `arqon-protocol` and `arqon-config` (and later
-//! `arqon-telemetry`); never on storage, axum or any socket type. The
+//! `arqon-telemetry`), and the `tracing` facade; never on storage, axum,
+//! a Redis client or any socket type. The
 //! router moves encoded frames ([`bytes::Bytes`]) into per-connection
 //! [`Outbound`] queues; the server's writer tasks own the sockets.
 //!
@@ -20,7 +21,9 @@
 //!   lock, so every member of a channel sees its messages in `seq` order;
 //! - locks are short, never held across `.await`, and taken in the order
 //!   channel map → channel members → client subscriptions;
-//! - every queue is bounded in bytes (`ARQONBUS_CLIENT_QUEUE_BYTES`).
+//! - every queue is bounded in bytes (`ARQONBUS_CLIENT_QUEUE_BYTES`);
+//! - a [`Backplane`] never blocks its caller; `None` from it means "this
+//!   node's own view is the answer", so callers have one code path.
 
 pub mod backplane;
 mod channel;
