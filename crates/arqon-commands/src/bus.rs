@@ -49,22 +49,22 @@ impl ServerInfo {
 pub type Later<T> = Pin<Box<dyn Future<Output = Result<T, CommandError>> + Send + 'static>>;
 
 /// How a channel publish went.
-pub enum Published {
+pub enum Routed {
     /// Routed on this node: delivered now, history as `stored` says.
     Here { delivery: Delivery, stored: Stored },
     /// Handed to the backplane.
     Shared(Later<Settled>),
 }
 
-impl std::fmt::Debug for Published {
+impl std::fmt::Debug for Routed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Published::Here { delivery, stored } => f
+            Routed::Here { delivery, stored } => f
                 .debug_struct("Here")
                 .field("delivery", delivery)
                 .field("stored", stored)
                 .finish(),
-            Published::Shared(_) => f.write_str("Shared(..)"),
+            Routed::Shared(_) => f.write_str("Shared(..)"),
         }
     }
 }
@@ -218,7 +218,7 @@ impl Bus {
         mut envelope: Envelope<RawJson>,
         echo: bool,
         ack: bool,
-    ) -> Result<Published, RoutingError> {
+    ) -> Result<Routed, RoutingError> {
         if self.backplane.takes_channel_messages() {
             let channel = match author {
                 Some(client) => self.router.check_publish(client, key)?,
@@ -240,7 +240,7 @@ impl Bus {
                 // but not a recipient.
                 let sender_counted = !echo && sender.is_some_and(|id| channel.has_member(id));
                 let (bus, author, key) = (self.clone(), author.cloned(), key.clone());
-                return Ok(Published::Shared(Box::pin(async move {
+                return Ok(Routed::Shared(Box::pin(async move {
                     match shared.await {
                         Ok(published) => Ok(Settled {
                             delivered: published.members.saturating_sub(u64::from(sender_counted)),
@@ -269,7 +269,7 @@ impl Bus {
         envelope: Envelope<RawJson>,
         echo: bool,
         ack: bool,
-    ) -> Result<Published, RoutingError> {
+    ) -> Result<Routed, RoutingError> {
         let publisher = author.map_or(Publisher::Server, Publisher::Member);
         let storage = &self.storage;
         let (delivery, stored) =
@@ -286,7 +286,7 @@ impl Bus {
                         ack,
                     )
                 })?;
-        Ok(Published::Here { delivery, stored })
+        Ok(Routed::Here { delivery, stored })
     }
 
     /// Sends `envelope` from `sender` to client `target`: on this node when
@@ -451,11 +451,11 @@ impl Bus {
     }
 }
 
-impl Published {
+impl Routed {
     /// Waits for the outcome: a ticket's durability, or the backplane.
     pub async fn settle(self) -> Result<Settled, CommandError> {
         match self {
-            Published::Here { delivery, stored } => Ok(Settled {
+            Routed::Here { delivery, stored } => Ok(Settled {
                 delivered: u64::try_from(delivery.delivered).unwrap_or(u64::MAX),
                 seq: delivery.seq,
                 epoch: delivery.epoch,
@@ -465,7 +465,7 @@ impl Published {
                     Stored::Buffered | Stored::Dropped => false,
                 },
             }),
-            Published::Shared(later) => later.await,
+            Routed::Shared(later) => later.await,
         }
     }
 }

@@ -33,7 +33,7 @@ mod operator;
 mod session;
 
 pub use args::Args;
-pub use bus::{Bus, Later, PRODUCT_NAME, Published, Sent, ServerInfo, Settled};
+pub use bus::{Bus, Later, PRODUCT_NAME, Routed, Sent, ServerInfo, Settled};
 pub use commands::{COMMANDS, CommandFuture, Ctx, Dispatched, Handler, dispatch};
 pub use error::CommandError;
 pub use limits::{TokenBucket, ViolationWindow};

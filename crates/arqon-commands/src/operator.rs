@@ -64,9 +64,9 @@ impl Bus {
         let mut envelope = Envelope::<RawJson>::new(EnvelopeType::Message);
         envelope.payload = Some(payload);
         envelope.metadata = metadata;
-        let published = self.publish(None, key, envelope, false, true)?;
+        let routed = self.publish(None, key, envelope, false, true)?;
         self.telemetry().record_route(started.elapsed());
-        let settled = published.settle().await?;
+        let settled = routed.settle().await?;
         let (Some(seq), Some(epoch)) = (settled.seq, settled.epoch) else {
             return Err(CommandError::new(
                 ErrorCode::InternalError,

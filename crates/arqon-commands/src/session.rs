@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use crate::args::Args;
-use crate::bus::{Bus, Published, Sent};
+use crate::bus::{Bus, Routed, Sent};
 use crate::commands::{Ctx, Dispatched, dispatch};
 use crate::error::CommandError;
 use crate::limits::{TokenBucket, ViolationWindow};
@@ -56,7 +56,7 @@ enum PendingReply {
 
 /// What a publish handed back: a channel message's or a direct one's.
 enum Outcome {
-    Channel(Published),
+    Channel(Routed),
     Direct(Sent),
 }
 
@@ -379,7 +379,7 @@ impl Session {
             .agent_activity(&self.client, AgentAction::Message, channel);
         let (id, ack) = (publish.id, publish.ack);
         match outcome {
-            Outcome::Channel(Published::Here { delivery, stored }) => {
+            Outcome::Channel(Routed::Here { delivery, stored }) => {
                 if let Some(key) = channel {
                     tracing::trace!(
                         room = key.room(),
@@ -414,7 +414,7 @@ impl Session {
             // Through the backplane: every node (this one too) delivers a
             // channel message when it comes back; should it fail, the
             // message is routed on this node alone.
-            Outcome::Channel(Published::Shared(later)) => {
+            Outcome::Channel(Routed::Shared(later)) => {
                 let (bus, client_id) = (self.bus.clone(), self.client.id().clone());
                 let reply = async move {
                     match later.await {
