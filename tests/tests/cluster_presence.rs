@@ -17,12 +17,18 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use arqon_cluster::Cluster;
 use arqon_config::{ClusterMode, Config, StorageBackend};
-use arqon_protocol::ChannelKey;
-use arqon_storage::cluster::{Cluster, ClusterSettings};
+use arqon_protocol::{ChannelKey, ClientId};
+use arqon_routing::{Backplane, Router};
+use arqon_storage::Storage;
 use arqon_storage::testing::redis_server;
 use arqonbus_tests::{TestClient, TestServer, eventually};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 const ROOM: &str = "lab";
 const CHANNEL: &str = "bench";
@@ -159,30 +165,35 @@ async fn joins_leaves_and_disconnects_on_one_node_reach_subscribers_on_another()
 async fn a_dead_nodes_members_leave_on_the_surviving_node() {
     let Some(redis) = redis_server() else { return };
     let b = node(&redis.url(), "node-b").await;
-    let storage = Config::builder()
+    let config = Config::builder()
         .storage(StorageBackend::Redis)
         .redis_url(redis.url())
+        .node_id("node-ghost")
         .build()
-        .expect("valid config")
-        .storage;
+        .expect("valid config");
     let key = ChannelKey::new(ROOM, CHANNEL).expect("valid key");
-    let (ghost, _inbound) = Cluster::open(&storage, ClusterSettings::new("node-ghost"))
-        .await
-        .expect("cluster opens");
-    let record =
-        |id: &str| json!({"client_id": id, "client_type": "human", "screen_name": id}).to_string();
+    let ghost = Cluster::open(
+        &config.cluster,
+        &config.storage,
+        Storage::in_memory(1),
+        Arc::new(Router::new(&config.routing, &[])),
+        &TaskTracker::new(),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("cluster opens");
+    let record = |id: &str| json!({"client_id": id, "client_type": "human", "screen_name": id});
+    let id = |id: &str| ClientId::new(id).expect("valid client id");
     // One member before the subscriber's node listens to the channel (it
     // learns of it from Redis), one after (it learns of it from a notice).
-    ghost
-        .joined(&key, "arq_ghost_1", record("arq_ghost_1"))
+    Backplane::joined(&ghost, &key, &id("arq_ghost_1"), record("arq_ghost_1"))
         .await
         .expect("joined");
 
     let mut watcher = b.connect().await;
     let reply = join_with(&mut watcher, json!({"presence": true})).await;
     assert_eq!(reply["payload"]["participant_count"], 2, "{reply}");
-    ghost
-        .joined(&key, "arq_ghost_2", record("arq_ghost_2"))
+    Backplane::joined(&ghost, &key, &id("arq_ghost_2"), record("arq_ghost_2"))
         .await
         .expect("joined");
     assert_presence(&watcher.recv().await, "join", "arq_ghost_2", Some(3));

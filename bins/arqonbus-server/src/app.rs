@@ -8,8 +8,6 @@ use arqon_commands::Bus;
 use arqon_config::{Config, StorageMode};
 use arqon_protocol::ClientId;
 use arqon_routing::{Client, Profile, Role};
-use arqon_storage::Storage;
-use arqon_storage::cluster::Cluster;
 use arqon_telemetry::metrics::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -60,16 +58,7 @@ pub const OPERATOR_ID: &str = "arqonbus-api";
 const OPERATOR_QUEUE_BYTES: usize = 4096;
 
 impl App {
-    pub fn new(
-        config: Config,
-        metrics: Option<PrometheusHandle>,
-        storage: Storage,
-        cluster: Option<Cluster>,
-    ) -> Arc<Self> {
-        let mut bus = Bus::new(&config, VERSION, storage);
-        if let Some(cluster) = cluster {
-            bus = bus.with_cluster(cluster);
-        }
+    pub fn new(config: Config, metrics: Option<PrometheusHandle>, bus: Bus) -> Arc<Self> {
         let bus = Arc::new(bus);
         let origins = OriginPolicy::new(&config.server.allowed_origins);
         let operator = Arc::new(Client::new(

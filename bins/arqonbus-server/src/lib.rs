@@ -45,8 +45,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arqon_config::{ClusterMode, Config, ConfigError};
-use arqon_storage::cluster::{Cluster, ClusterSettings};
+use arqon_cluster::ClusterError;
+use arqon_commands::Bus;
+use arqon_config::{Config, ConfigError};
 use arqon_storage::{Storage, StorageError, StorageEvent};
 use arqon_telemetry::metrics::{PrometheusHandle, UPKEEP_INTERVAL, run_upkeep};
 use serde::Serialize;
@@ -80,6 +81,9 @@ pub enum ServerError {
     /// Redis URL is unusable.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    /// Cluster mode cannot start (an unusable Redis URL).
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
     /// A TLS file (`key` is `ARQONBUS_TLS_CERT` or `ARQONBUS_TLS_KEY`) is
     /// unusable: invalid configuration.
     #[error("{key}: {}: {reason}", path.display())]
@@ -206,31 +210,21 @@ impl Server {
             Some(storage) => storage,
             None => Storage::open(&self.config.storage).await?,
         };
-        let (cluster, inbound) = match self.config.cluster.mode {
-            ClusterMode::Redis => {
-                let settings = ClusterSettings::new(self.config.cluster.node_id.clone());
-                let (cluster, inbound) = Cluster::open(&self.config.storage, settings).await?;
-                info!(
-                    node_id = cluster.node_id(),
-                    "cluster mode: sharing channels through Redis"
-                );
-                (Some(cluster), Some(inbound))
-            }
-            ClusterMode::None => (None, None),
-        };
         // Channels whose history outlived the last run continue their seq.
         let restored = storage.restore().await;
-        let app = app::App::new(self.config, self.metrics, storage, cluster);
-        if let Some(mut inbound) = inbound {
-            // What other nodes publish, delivered to this node's clients.
-            let app = Arc::downgrade(&app);
-            tokio::spawn(async move {
-                while let Some(message) = inbound.recv().await {
-                    let Some(app) = app.upgrade() else { return };
-                    app.bus.deliver_inbound(message);
-                }
-            });
-        }
+        let bus = Bus::new(&self.config, VERSION, storage.clone());
+        // What other nodes publish reaches this node's clients inside the
+        // backplane, which delivers to the router.
+        let backplane = arqon_cluster::open(
+            &self.config.cluster,
+            &self.config.storage,
+            storage,
+            bus.shared_router(),
+            bus.tasks(),
+            bus.stopping(),
+        )
+        .await?;
+        let app = app::App::new(self.config, self.metrics, bus.with_backplane(backplane));
         for channel in restored {
             app.bus
                 .router()
@@ -308,6 +302,11 @@ impl Server {
         stop_background.cancel();
         for task in loops.into_iter().chain(background) {
             let _ = task.await;
+        }
+        // The bus's own tasks (the backplane's, and publishes still waiting
+        // on it) end with it.
+        if !app.bus.stop_tasks(ABORT_WAIT).await {
+            tracing::warn!("background tasks still running after shutdown");
         }
         info!("ArqonBus stopped");
         Ok(())

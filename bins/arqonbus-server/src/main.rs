@@ -152,7 +152,9 @@ fn main() -> ExitCode {
             eprintln!("arqonbus-server: invalid configuration: {err}");
             ExitCode::from(EXIT_CONFIG)
         }
-        Err(err @ (ServerError::Bind { .. } | ServerError::Storage(_))) => {
+        Err(
+            err @ (ServerError::Bind { .. } | ServerError::Storage(_) | ServerError::Cluster(_)),
+        ) => {
             eprintln!("arqonbus-server: {err}");
             ExitCode::from(EXIT_UNAVAILABLE)
         }

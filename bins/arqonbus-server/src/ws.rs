@@ -299,9 +299,6 @@ pub async fn upgrade(
         }))
 }
 
-/// How long a new connection waits for its cluster registration.
-const CLUSTER_REGISTER_WAIT: Duration = Duration::from_secs(2);
-
 /// Runs one connection to its end, removes it everywhere, and only then,
 /// once the socket is closed, releases its slot (SPEC §18).
 async fn run_connection(
@@ -361,21 +358,9 @@ async fn serve(
         screen_name: client.profile().screen_name,
     });
     app.bus.agent_activity(client, AgentAction::Connect, None);
-    if let Some(cluster) = app.bus.cluster() {
-        // Registered before the welcome, so that direct messages from any
-        // node find the client as soon as it knows its id.
-        // Boxed: a Redis call's future is kilobytes, and held inline it
-        // would grow every connection's task, cluster or not.
-        let registered =
-            Box::pin(cluster.client_connected(client.id().as_str(), client.client_type().as_str()));
-        match tokio::time::timeout(CLUSTER_REGISTER_WAIT, registered).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                warn!(%error, "cluster: client not registered yet; the heartbeat retries")
-            }
-            Err(_elapsed) => warn!("cluster: client registration timed out; the heartbeat retries"),
-        }
-    }
+    // Registered before the welcome, so that direct messages from any
+    // node find the client as soon as it knows its id.
+    app.bus.backplane().client_connected(client).await;
     let mut session = Session::new(app.bus.clone(), client.clone());
     session.welcome();
 
@@ -434,9 +419,7 @@ async fn serve(
 fn cleanup(app: &App, client: &Arc<Client>, reason: &'static str) {
     let joined = client.subscriptions();
     app.bus.router().unregister(client);
-    if let Some(cluster) = app.bus.cluster() {
-        cluster.client_disconnected(client.id().as_str(), joined);
-    }
+    app.bus.backplane().client_disconnected(client, joined);
     info!(reason, "client disconnected");
     let duration = arqon_protocol::now() - client.connected_at();
     app.bus.telemetry().emit(Event::ClientDisconnected {

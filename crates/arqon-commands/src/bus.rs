@@ -1,19 +1,30 @@
-//! The bus core one server process runs: the router plus what commands
-//! need to know about the server.
+//! The bus core one server process runs: the router, the backplane it
+//! shares with other nodes, and what commands need to know about the
+//! server.
+//!
+//! The publish path lives here, once, for sessions and the HTTP server
+//! API alike: a channel message goes to the [`Backplane`] when it carries
+//! channel messages now, and is routed on this node otherwise (or should
+//! the backplane fail).
 
-use std::time::Instant;
-
-use arqon_config::{Config, LimitsConfig, StorageMode};
-use arqon_protocol::{ChannelKey, Timestamp};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use arqon_protocol::Envelope;
-use arqon_routing::{Channel, ChannelSpec, Client, PresenceEvent, Router, RoutingError};
-use arqon_storage::Storage;
-use arqon_storage::cluster::{Cluster, Inbound, PresenceChange, PresenceNotice};
+use arqon_config::{Config, LimitsConfig, StorageMode};
+use arqon_protocol::{ChannelKey, ClientId, Envelope, ErrorCode, RawJson, Timestamp, now_rfc3339};
+use arqon_routing::backplane::{Local, SharedMessage, deleted_notice};
+use arqon_routing::{
+    Backplane, Channel, ChannelKind, ChannelSpec, Client, Delivery, Publisher, Router, RoutingError,
+};
+use arqon_storage::{Entry, Storage, Stored};
 use arqon_telemetry::{AgentAction, Event, Telemetry};
 use bytes::Bytes;
-use serde_json::json;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::CommandError;
 
 /// Product name reported by `status` and `/version`.
 pub const PRODUCT_NAME: &str = "ArqonBus";
@@ -33,26 +44,86 @@ impl ServerInfo {
     }
 }
 
+/// A publish or direct message that settles later: handed to the
+/// backplane (and, should it fail, routed on this node after all).
+pub type Later<T> = Pin<Box<dyn Future<Output = Result<T, CommandError>> + Send + 'static>>;
+
+/// How a channel publish went.
+pub enum Routed {
+    /// Routed on this node: delivered now, history as `stored` says.
+    Here { delivery: Delivery, stored: Stored },
+    /// Handed to the backplane.
+    Shared(Later<Settled>),
+}
+
+impl std::fmt::Debug for Routed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Routed::Here { delivery, stored } => f
+                .debug_struct("Here")
+                .field("delivery", delivery)
+                .field("stored", stored)
+                .finish(),
+            Routed::Shared(_) => f.write_str("Shared(..)"),
+        }
+    }
+}
+
+/// A publish's outcome once settled, for its ack (SPEC §4.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// Recipients: on this node, or the members on every live node
+    /// (less the publisher) when the backplane carried it.
+    pub delivered: u64,
+    pub seq: Option<u64>,
+    pub epoch: Option<Arc<str>>,
+    /// Durable in history.
+    pub stored: bool,
+}
+
+/// How a direct message went.
+pub enum Sent {
+    /// Queued for a client of this node (`false`: dropped, its queue was
+    /// full under the `drop` policy).
+    Here(Delivery),
+    /// Handed to the backplane for a client of another node: resolves to
+    /// 1 once that node has it.
+    Shared(Later<u64>),
+}
+
+impl std::fmt::Debug for Sent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sent::Here(delivery) => f.debug_tuple("Here").field(delivery).finish(),
+            Sent::Shared(_) => f.write_str("Shared(..)"),
+        }
+    }
+}
+
 /// Everything the sessions of one server share. Cheap to reach through an
 /// `Arc`; holds no lock of its own.
 #[derive(Debug)]
 pub struct Bus {
-    router: Router,
+    router: Arc<Router>,
     info: ServerInfo,
     limits: LimitsConfig,
     max_message_size: usize,
     storage: Storage,
     strict_storage: bool,
     telemetry: Telemetry,
-    /// Set in cluster mode (SPEC §10).
-    cluster: Option<Cluster>,
+    /// What this node shares with other nodes (SPEC §10).
+    backplane: Arc<dyn Backplane>,
+    /// Background work of the bus and its backplane; shutdown stops and
+    /// waits for it.
+    tasks: TaskTracker,
+    stop: CancellationToken,
 }
 
 impl Bus {
-    /// A bus for `config` over `storage` (see `Storage::open`), with its
-    /// system channels created. `version` is the server's version string.
-    /// Create it after any metrics recorder is installed: the telemetry hub
-    /// takes its metric handles then.
+    /// A single-node bus for `config` over `storage` (see `Storage::open`),
+    /// with its system channels created. `version` is the server's version
+    /// string. Create it after any metrics recorder is installed: the
+    /// telemetry hub takes its metric handles then.
     pub fn new(config: &Config, version: impl Into<String>, storage: Storage) -> Self {
         let mut system: Vec<ChannelKey> = config
             .routing
@@ -72,7 +143,7 @@ impl Bus {
             }
         }
         Self {
-            router: Router::new(&config.routing, &system),
+            router: Arc::new(Router::new(&config.routing, &system)),
             info: ServerInfo {
                 version: version.into(),
                 node_id: config.cluster.node_id.clone(),
@@ -84,141 +155,204 @@ impl Bus {
             storage,
             strict_storage: config.storage.mode == StorageMode::Strict,
             telemetry: Telemetry::new(&config.telemetry),
-            cluster: None,
+            backplane: Arc::new(Local::new(config.cluster.node_id.clone())),
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
         }
     }
 
-    /// Joins this bus to a cluster (SPEC §10): channel and direct messages,
-    /// `seq`, history and presence are shared through Redis from now on.
-    /// The caller feeds the cluster's inbound stream to
-    /// [`Bus::deliver_inbound`].
+    /// Shares this bus with other nodes through `backplane` (SPEC §10):
+    /// channel and direct messages, `seq`, history and presence from now
+    /// on. Open the backplane with [`Bus::shared_router`], [`Bus::tasks`]
+    /// and [`Bus::stopping`], so that what it receives reaches this bus's
+    /// clients and its tasks end with the bus.
     #[must_use]
-    pub fn with_cluster(mut self, cluster: Cluster) -> Self {
-        self.cluster = Some(cluster);
+    pub fn with_backplane(mut self, backplane: Arc<dyn Backplane>) -> Self {
+        self.backplane = backplane;
         self
     }
 
-    /// The cluster, in cluster mode.
-    pub fn cluster(&self) -> Option<&Cluster> {
-        self.cluster.as_ref()
+    /// The backplane: [`Local`] unless [`Bus::with_backplane`] set one.
+    pub fn backplane(&self) -> &dyn Backplane {
+        &*self.backplane
     }
 
-    /// The cluster when publishes can go through it now: Redis reachable,
-    /// and nothing left in the storage outage buffer (what was sequenced
-    /// locally during an outage is written first, so `seq` continues above
-    /// it).
-    pub fn cluster_route(&self) -> Option<&Cluster> {
-        let cluster = self.cluster.as_ref()?;
-        (cluster.is_connected()
-            && self.storage.is_available()
-            && self.storage.status().buffered == 0)
-            .then_some(cluster)
+    /// The router, shared with the backplane that delivers to it.
+    pub fn shared_router(&self) -> Arc<Router> {
+        self.router.clone()
     }
 
-    /// Delivers what the cluster sent this node to its local clients.
-    pub fn deliver_inbound(&self, inbound: Inbound) {
-        match inbound {
-            Inbound::Channel(message) => {
-                let skip = if message.echo {
-                    None
-                } else {
-                    arqon_protocol::ClientId::new(&message.sender).ok()
-                };
-                self.router.deliver_sequenced(
-                    &message.key,
-                    message.seq,
-                    &message.epoch,
-                    &message.frame,
-                    skip.as_ref(),
-                );
-            }
-            Inbound::Direct { target, frame } => {
-                let recipient = arqon_protocol::ClientId::new(&target)
-                    .ok()
-                    .and_then(|id| self.router.client(&id));
-                match recipient {
-                    Some(client) => {
-                        self.router.deliver(&client, frame);
-                    }
-                    None => {
-                        tracing::debug!(%target, "cluster: direct message for a client that left")
-                    }
-                }
-            }
-            Inbound::Disconnect { target } => self.disconnect_here(&target),
-            Inbound::Presence(notice) => self.announce_remote(notice),
-            Inbound::ChannelDeleted(key) => {
-                // Gone already on the node that deleted it.
-                let _ = self.delete_channel_here(&key, true);
-                if let Some(cluster) = self.cluster.clone() {
-                    tokio::spawn(async move {
-                        if let Err(error) = cluster.channel_gone(&key).await {
-                            tracing::debug!(channel = %key, %error, "cluster: presence of a deleted channel expires with the node TTL");
+    /// The tracker of the bus's background tasks (and its backplane's).
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    /// Cancelled by [`Bus::stop_tasks`]: long-running tasks end then.
+    pub fn stopping(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Stops the bus's background tasks and waits for them, at most
+    /// `wait`. Returns whether they all ended.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the tasks are told to stop at once.
+    pub async fn stop_tasks(&self, wait: std::time::Duration) -> bool {
+        self.stop.cancel();
+        self.tasks.close();
+        tokio::time::timeout(wait, self.tasks.wait()).await.is_ok()
+    }
+
+    /// Publishes `envelope` on channel `key`, from `author` (a client, or
+    /// the server when `None`). The channel must exist and, for a client,
+    /// admit it (SPEC §4.1); `ack` asks for a storage ticket to wait on.
+    ///
+    /// Through the backplane when it takes channel messages now (system
+    /// channels never: they describe the node that emits them); on this
+    /// node otherwise, or should the backplane fail. A single node goes
+    /// straight to the router: no lookup or check is done twice.
+    pub fn publish(
+        self: &Arc<Self>,
+        author: Option<&Arc<Client>>,
+        key: &ChannelKey,
+        mut envelope: Envelope<RawJson>,
+        echo: bool,
+        ack: bool,
+    ) -> Result<Routed, RoutingError> {
+        if self.backplane.takes_channel_messages() {
+            let channel = match author {
+                Some(client) => self.router.check_publish(client, key)?,
+                None => self
+                    .router
+                    .channel(key)
+                    .ok_or_else(|| RoutingError::ChannelNotFound { key: key.clone() })?,
+            };
+            if channel.kind() != ChannelKind::System {
+                let sender = author.map(|client| client.id());
+                let shared = self.backplane.publish(SharedMessage {
+                    key,
+                    sender,
+                    echo,
+                    envelope: &mut envelope,
+                    epoch: &channel.epoch_to_start(),
+                });
+                // The publisher is among the members the backplane counted,
+                // but not a recipient.
+                let sender_counted = !echo && sender.is_some_and(|id| channel.has_member(id));
+                let (bus, author, key) = (self.clone(), author.cloned(), key.clone());
+                return Ok(Routed::Shared(Box::pin(async move {
+                    match shared.await {
+                        Ok(published) => Ok(Settled {
+                            delivered: published.members.saturating_sub(u64::from(sender_counted)),
+                            seq: Some(published.seq),
+                            epoch: Some(published.epoch),
+                            stored: published.stored,
+                        }),
+                        Err(error) => {
+                            tracing::warn!(channel = %key, %error, "cluster publish failed; routed on this node only");
+                            bus.publish_here(author.as_ref(), &key, envelope, echo, ack)?
+                                .settle()
+                                .await
                         }
-                    });
-                }
+                    }
+                })));
             }
         }
+        self.publish_here(author, key, envelope, echo, ack)
     }
 
-    /// Hands another node's presence notice to this node's presence
-    /// subscribers (SPEC §15). This node's own notices are skipped: the
-    /// router announced those when the membership changed here.
-    fn announce_remote(&self, notice: PresenceNotice) {
-        if self
-            .cluster
-            .as_ref()
-            .is_some_and(|cluster| cluster.node_id() == notice.node)
-        {
-            return;
+    /// Routes a channel message on this node, recording it in history.
+    fn publish_here(
+        &self,
+        author: Option<&Arc<Client>>,
+        key: &ChannelKey,
+        envelope: Envelope<RawJson>,
+        echo: bool,
+        ack: bool,
+    ) -> Result<Routed, RoutingError> {
+        let publisher = author.map_or(Publisher::Server, Publisher::Member);
+        let storage = &self.storage;
+        let (delivery, stored) =
+            self.router
+                .publish_with(publisher, key, envelope, echo, |sequenced| {
+                    storage.record(
+                        Entry {
+                            key: sequenced.key.clone(),
+                            seq: sequenced.seq,
+                            epoch: sequenced.epoch.clone(),
+                            at: arqon_protocol::now(),
+                            frame: sequenced.frame.clone(),
+                        },
+                        ack,
+                    )
+                })?;
+        Ok(Routed::Here { delivery, stored })
+    }
+
+    /// Sends `envelope` from `sender` to client `target`: on this node when
+    /// it is connected here, else through the backplane to its node.
+    /// `TARGET_NOT_FOUND` when no node has it.
+    pub fn send_direct(
+        &self,
+        sender: &Arc<Client>,
+        target: &ClientId,
+        mut envelope: Envelope<RawJson>,
+    ) -> Result<Sent, RoutingError> {
+        if self.router.client(target).is_none() {
+            envelope.sender = Some(sender.id().as_str().to_owned());
+            envelope.timestamp = now_rfc3339();
+            envelope.to_client = Some(target.as_str().to_owned());
+            let frame = Bytes::from(envelope.to_json());
+            if let Some(sent) = self.shared_direct(target, frame) {
+                return Ok(Sent::Shared(sent));
+            }
         }
-        let record: serde_json::Value =
-            serde_json::from_slice(&notice.record).unwrap_or(serde_json::Value::Null);
-        let client = json!({
-            "client_id": notice.client_id,
-            "client_type": record.get("client_type"),
-            "screen_name": record.get("screen_name"),
-        });
-        let event = match notice.change {
-            PresenceChange::Join => PresenceEvent::Join,
-            PresenceChange::Leave => PresenceEvent::Leave,
-        };
         self.router
-            .announce_remote(&notice.key, event, client, notice.count);
+            .send_direct(sender, target, envelope)
+            .map(Sent::Here)
     }
 
-    /// The channel's epoch and last `seq`: in cluster mode as Redis holds
-    /// them (adopted by the local channel), else the local channel's.
+    /// `frame` to client `target` of another node, through the backplane;
+    /// `None` when there is no other node to ask.
+    pub(crate) fn shared_direct(&self, target: &ClientId, frame: Bytes) -> Option<Later<u64>> {
+        let sent = self.backplane.send_direct(target, frame)?;
+        let target = target.clone();
+        Some(Box::pin(async move {
+            match sent.await {
+                Ok(true) => Ok(1),
+                Ok(false) => Err(RoutingError::TargetNotFound { client: target }.into()),
+                Err(error) => {
+                    tracing::warn!(%error, "cluster direct message failed");
+                    Err(unreachable(&target))
+                }
+            }
+        }))
+    }
+
+    /// The channel's epoch and last `seq`: as the backplane holds them
+    /// (adopted by the local channel) when it has them, else the local
+    /// channel's.
     pub async fn sequence(&self, channel: &Channel) -> (Arc<str>, u64) {
-        if let Some(cluster) = self.cluster_route()
-            && let Ok(Some((epoch, seq))) = cluster.sequence(channel.key()).await
-        {
+        if let Some((epoch, seq)) = self.backplane.sequence(channel.key()).await {
             self.router.sync_sequence(channel.key(), &epoch, seq);
         }
         channel.sequence()
     }
 
-    /// The channel `key` on this node; in cluster mode also a channel that
-    /// exists only elsewhere (created on another node, or with history in
-    /// Redis), which is then created here with its shared record, epoch and
-    /// `seq`.
+    /// The channel `key` on this node; also a channel that exists only on
+    /// other nodes (created there, or with shared history), which is then
+    /// created here with its shared record, epoch and `seq`.
     pub async fn find_channel(&self, key: &ChannelKey) -> Option<Arc<Channel>> {
         if let Some(channel) = self.router.channel(key) {
             return Some(channel);
         }
-        let cluster = self.cluster.as_ref()?;
-        let (record, sequence) = tokio::join!(cluster.channel_record(key), cluster.sequence(key));
-        let record = record
-            .ok()
-            .flatten()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
-        let sequence = sequence.ok().flatten();
-        if record.is_none() && sequence.is_none() {
+        let shared = self.backplane.channel(key).await?;
+        if shared.record.is_none() && shared.sequence.is_none() {
             return None;
         }
         let spec = ChannelSpec {
-            restored: sequence,
-            ..record.as_ref().map_or_else(
+            restored: shared.sequence,
+            ..shared.record.as_ref().map_or_else(
                 || ChannelSpec {
                     auto_created: true,
                     ..ChannelSpec::default()
@@ -240,24 +374,13 @@ impl Bus {
         key: &ChannelKey,
         force: bool,
     ) -> Result<usize, RoutingError> {
-        let notice = Envelope::system(
-            key.room(),
-            key.channel(),
-            json!({
-                "event": "channel_deleted",
-                "room": key.room(),
-                "channel": key.channel(),
-                "message": format!("channel {key} was deleted; you are no longer subscribed"),
-            }),
-        );
-        self.router
-            .delete_channel(key, force, Bytes::from(notice.to_json()))
+        self.router.delete_channel(key, force, deleted_notice(key))
     }
 
     /// Removes the auto-created channels left empty for `ttl`, with their
     /// history (SPEC §18), and reports each as `channel_deleted` with
-    /// `reason: "idle"`. In a cluster the shared record goes too, once no
-    /// node has members.
+    /// `reason: "idle"`. The backplane forgets the shared record too once
+    /// no node has members.
     pub fn reclaim_idle_channels(&self, ttl: std::time::Duration) -> usize {
         let deleted = self.router.delete_idle_channels(ttl);
         for key in &deleted {
@@ -268,22 +391,7 @@ impl Bus {
                 channel: key.clone(),
                 reason: Some("idle"),
             });
-            if let Some(cluster) = self.cluster.clone() {
-                let key = key.clone();
-                tokio::spawn(async move {
-                    match cluster.members(&key, 0).await {
-                        Ok(members) if members.count == 0 => {
-                            if let Err(error) = cluster.delete_channel(&key).await {
-                                tracing::debug!(channel = %key, %error, "cluster: idle channel record kept for now");
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(error) => {
-                            tracing::debug!(channel = %key, %error, "cluster: idle channel record kept for now")
-                        }
-                    }
-                });
-            }
+            self.backplane.channel_idle(key);
         }
         deleted.len()
     }
@@ -341,4 +449,31 @@ impl Bus {
     pub fn storage_refuses_writes(&self) -> bool {
         self.strict_storage && !self.storage.is_available()
     }
+}
+
+impl Routed {
+    /// Waits for the outcome: a ticket's durability, or the backplane.
+    pub async fn settle(self) -> Result<Settled, CommandError> {
+        match self {
+            Routed::Here { delivery, stored } => Ok(Settled {
+                delivered: u64::try_from(delivery.delivered).unwrap_or(u64::MAX),
+                seq: delivery.seq,
+                epoch: delivery.epoch,
+                stored: match stored {
+                    Stored::Pending(ticket) => ticket.wait().await,
+                    Stored::Durable => true,
+                    Stored::Buffered | Stored::Dropped => false,
+                },
+            }),
+            Routed::Shared(later) => later.await,
+        }
+    }
+}
+
+/// The error for a client of another node that cannot be reached now.
+pub(crate) fn unreachable(target: &ClientId) -> CommandError {
+    CommandError::new(
+        ErrorCode::TargetNotFound,
+        format!("client {target} is not reachable: the cluster is unavailable"),
+    )
 }

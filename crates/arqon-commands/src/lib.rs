@@ -1,12 +1,17 @@
 //! The application layer of ArqonBus: what happens to each frame a client
 //! sends, and the built-in commands of SPEC §5.
 //!
-//! May depend on `arqon-protocol`, `arqon-routing`, `arqon-config` (and,
-//! as they land, storage and telemetry); never on axum or sockets. The
+//! May depend on `arqon-protocol`, `arqon-routing`, `arqon-storage`,
+//! `arqon-config` and `arqon-telemetry`; never on axum, sockets, or the
+//! cluster's Redis client: cluster mode reaches it only through the
+//! [`Backplane`](arqon_routing::Backplane) trait, which `arqon-cluster`
+//! implements. No command branches on the deployment: each calls the
+//! backplane once, and a single node's backplane has nothing to add. The
 //! server feeds a [`Session`] the text and binary frames of one
 //! connection; the session replies through the client's outbound queue.
 //!
-//! Key types: [`Bus`] (what all sessions of a server share), [`Session`]
+//! Key types: [`Bus`] (what all sessions of a server share, and the one
+//! publish path: [`Bus::publish`], [`Bus::send_direct`]), [`Session`]
 //! (per connection: rate limit, violation window, publish, acks, command
 //! dispatch), [`CommandError`], and the handler table [`COMMANDS`]. The
 //! HTTP server API's publish, send and disconnect (SPEC §17) are `Bus`
@@ -28,7 +33,7 @@ mod operator;
 mod session;
 
 pub use args::Args;
-pub use bus::{Bus, PRODUCT_NAME, ServerInfo};
+pub use bus::{Bus, Later, PRODUCT_NAME, Routed, Sent, ServerInfo, Settled};
 pub use commands::{COMMANDS, CommandFuture, Ctx, Dispatched, Handler, dispatch};
 pub use error::CommandError;
 pub use limits::{TokenBucket, ViolationWindow};

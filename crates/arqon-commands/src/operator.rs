@@ -1,8 +1,9 @@
 //! What the server does on an operator's behalf, for the HTTP server API
 //! (SPEC §17): publish to a channel as the server, send a direct message as
 //! the server, and disconnect a client. The transport (HTTP, auth, bodies)
-//! lives in the server; the bus behaviour lives here, beside the session's
-//! own publish path, so that both share storage and cluster handling.
+//! lives in the server; the bus behaviour lives here, over the publish
+//! path sessions use too ([`Bus::publish`]), so that both share storage
+//! and backplane handling.
 //!
 //! Messages written here carry `sender: "arqonbus"` ([`SERVER_SENDER`]).
 //! A publish may target a system channel: the API speaks for the server,
@@ -11,24 +12,13 @@
 
 use std::sync::Arc;
 
-use arqon_protocol::{
-    ChannelKey, ClientId, Envelope, EnvelopeType, ErrorCode, RawJson, SERVER_SENDER, close,
-    now_rfc3339,
-};
-use arqon_routing::{ChannelKind, CloseReason, Publisher, RoutingError};
-use arqon_storage::Stored;
+use arqon_protocol::{ChannelKey, ClientId, Envelope, EnvelopeType, ErrorCode, RawJson};
+pub use arqon_routing::OPERATOR_CLOSE;
+use arqon_routing::RoutingError;
 use bytes::Bytes;
 
-use crate::bus::Bus;
+use crate::bus::{Bus, unreachable};
 use crate::error::CommandError;
-use crate::session::record;
-
-/// The close an operator's disconnect sends (SPEC §17).
-pub const OPERATOR_CLOSE: CloseReason = CloseReason {
-    code: close::DISCONNECTED,
-    reason: "disconnected by an operator",
-    discard_pending: false,
-};
 
 /// The outcome of a server publish: the `POST /api/publish` reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,23 +37,22 @@ impl Bus {
     /// The channel must exist (on any node in a cluster). Waits until the
     /// message is durable in history (or storage failed) before returning.
     ///
-    /// In cluster mode the message is sequenced, stored and broadcast
-    /// through Redis like a client's; should Redis fail, it is routed on
-    /// this node alone, as a client's publish is. A system channel is per
-    /// node in a cluster: its message reaches this node's members only.
+    /// In a cluster the message is sequenced, stored and broadcast by the
+    /// backplane like a client's; should it fail, it is routed on this
+    /// node alone, as a client's publish is. A system channel is per node
+    /// in a cluster: its message reaches this node's members only.
     ///
     /// # Cancel safety
     /// Not cancel safe: once sequenced the message is delivered whether or
     /// not the caller waits for the outcome.
     pub async fn publish_as_server(
-        &self,
+        self: &Arc<Self>,
         key: &ChannelKey,
         payload: RawJson,
         metadata: Option<RawJson>,
     ) -> Result<ServerPublished, CommandError> {
-        let started = std::time::Instant::now();
-        let channel = self
-            .find_channel(key)
+        let started = tokio::time::Instant::now();
+        self.find_channel(key)
             .await
             .ok_or_else(|| RoutingError::ChannelNotFound { key: key.clone() })?;
         if self.storage_refuses_writes() {
@@ -75,54 +64,10 @@ impl Bus {
         let mut envelope = Envelope::<RawJson>::new(EnvelopeType::Message);
         envelope.payload = Some(payload);
         envelope.metadata = metadata;
-        // System channels are per node (SPEC §10: they describe the node
-        // that emits them), so they never go through the cluster.
-        let shared = channel.kind() != ChannelKind::System;
-        if let Some(cluster) = self.cluster_route().filter(|_| shared).cloned() {
-            let mut stamped = envelope.clone();
-            stamped.sender = Some(SERVER_SENDER.to_owned());
-            stamped.timestamp = now_rfc3339();
-            stamped.room = Some(key.room().to_owned());
-            stamped.channel = Some(key.channel().to_owned());
-            let mut open_frame = stamped.to_json();
-            open_frame.pop(); // the closing brace: Redis appends `seq` and `epoch`
-            let result = cluster
-                .publish(
-                    key,
-                    SERVER_SENDER,
-                    false,
-                    open_frame,
-                    &channel.epoch_to_start(),
-                )
-                .await;
-            self.telemetry().record_route(started.elapsed());
-            match result {
-                Ok(published) => {
-                    return Ok(ServerPublished {
-                        seq: published.seq,
-                        epoch: published.epoch,
-                        delivered: published.members,
-                        stored: published.stored,
-                    });
-                }
-                Err(error) => {
-                    tracing::warn!(channel = %key, %error, "cluster publish failed; routed on this node only");
-                }
-            }
-        }
-        let storage = self.storage();
-        let (delivery, stored) =
-            self.router()
-                .publish_with(Publisher::Server, key, envelope, false, |sequenced| {
-                    record(storage, &sequenced, true)
-                })?;
+        let routed = self.publish(None, key, envelope, false, true)?;
         self.telemetry().record_route(started.elapsed());
-        let stored = match stored {
-            Stored::Pending(ticket) => ticket.wait().await,
-            Stored::Durable => true,
-            Stored::Buffered | Stored::Dropped => false,
-        };
-        let (Some(seq), Some(epoch)) = (delivery.seq, delivery.epoch) else {
+        let settled = routed.settle().await?;
+        let (Some(seq), Some(epoch)) = (settled.seq, settled.epoch) else {
             return Err(CommandError::new(
                 ErrorCode::InternalError,
                 "the message was published without a sequence number",
@@ -131,8 +76,8 @@ impl Bus {
         Ok(ServerPublished {
             seq,
             epoch,
-            delivered: u64::try_from(delivery.delivered).unwrap_or(u64::MAX),
-            stored,
+            delivered: settled.delivered,
+            stored: settled.stored,
         })
     }
 
@@ -157,25 +102,12 @@ impl Bus {
         if let Some(client) = self.router().client(target) {
             return Ok(u64::from(self.router().deliver(&client, frame)));
         }
-        let Some(cluster) = self.cluster_route() else {
-            return Err(RoutingError::TargetNotFound {
-                client: target.clone(),
-            }
-            .into());
-        };
-        match cluster.send_direct(target.as_str(), frame).await {
-            Ok(true) => Ok(1),
-            Ok(false) => Err(RoutingError::TargetNotFound {
+        match self.shared_direct(target, frame) {
+            Some(sent) => sent.await,
+            None => Err(RoutingError::TargetNotFound {
                 client: target.clone(),
             }
             .into()),
-            Err(error) => {
-                tracing::warn!(%error, "cluster direct message failed");
-                Err(CommandError::new(
-                    ErrorCode::TargetNotFound,
-                    format!("client {target} is not reachable: the cluster is unavailable"),
-                ))
-            }
         }
     }
 
@@ -196,34 +128,16 @@ impl Bus {
                 client: target.clone(),
             })
         };
-        let Some(cluster) = self.cluster_route() else {
+        let Some(asked) = self.backplane().disconnect(target) else {
             return Err(not_found());
         };
-        match cluster.disconnect(target.as_str()).await {
+        match asked.await {
             Ok(true) => Ok(()),
             Ok(false) => Err(not_found()),
             Err(error) => {
                 tracing::warn!(%error, "cluster disconnect failed");
-                Err(CommandError::new(
-                    ErrorCode::TargetNotFound,
-                    format!("client {target} is not reachable: the cluster is unavailable"),
-                ))
+                Err(unreachable(target))
             }
-        }
-    }
-
-    /// Closes a client of this node that an operator disconnected through
-    /// another node (the cluster's `Inbound::Disconnect`).
-    pub(crate) fn disconnect_here(&self, target: &str) {
-        let client = ClientId::new(target)
-            .ok()
-            .and_then(|id| self.router().client(&id));
-        match client {
-            Some(client) => {
-                client.close(OPERATOR_CLOSE);
-                tracing::info!(client_id = %target, "client disconnected by an operator (through the cluster)");
-            }
-            None => tracing::debug!(%target, "cluster: disconnect for a client that left"),
         }
     }
 }

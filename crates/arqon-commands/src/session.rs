@@ -11,21 +11,18 @@ use std::sync::atomic::Ordering;
 use arqon_config::SlowConsumerPolicy;
 use arqon_protocol::{
     ChannelKey, ClientId, ClientTelemetry, CommandRequest, Envelope, EnvelopeType, ErrorCode,
-    FieldError, Inbound, MessageId, PROTOCOL_VERSION, ProtocolError, Publish, RawJson, Rejection,
-    Target, close, decode, now_rfc3339,
+    FieldError, Inbound, MessageId, PROTOCOL_VERSION, ProtocolError, Publish, Rejection, Target,
+    close, decode,
 };
-use arqon_routing::{
-    ChannelKind, Client, CloseReason, Publisher, PushError, RoutingError, Sequenced,
-};
-use arqon_storage::cluster::Cluster;
-use arqon_storage::{Entry, Storage, Stored};
+use arqon_routing::{ChannelKind, Client, CloseReason, PushError};
+use arqon_storage::Stored;
 use arqon_telemetry::{AgentAction, ClientEvent, CommandStatus, Event};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use crate::args::Args;
-use crate::bus::Bus;
+use crate::bus::{Bus, Routed, Sent};
 use crate::commands::{Ctx, Dispatched, dispatch};
 use crate::error::CommandError;
 use crate::limits::{TokenBucket, ViolationWindow};
@@ -55,6 +52,12 @@ type ReplyFuture = Pin<Box<dyn Future<Output = Option<Envelope>> + Send + 'stati
 enum PendingReply {
     Ready(Bytes, Option<Release>),
     Waiting(ReplyFuture, Option<ChannelKey>),
+}
+
+/// What a publish handed back: a channel message's or a direct one's.
+enum Outcome {
+    Channel(Routed),
+    Direct(Sent),
 }
 
 /// The live frames of a join to let through once its reply is queued; a
@@ -344,20 +347,6 @@ impl Session {
                 return self.command_error(Some(&publish.id), None, err);
             }
         }
-        if let Some(cluster) = self.bus.cluster_route().cloned() {
-            match &publish.target {
-                Target::Channel(key) => {
-                    let key = key.clone();
-                    return self.publish_clustered(&cluster, key, publish, started);
-                }
-                Target::Direct(target) if router.client(target).is_none() => {
-                    let target = target.clone();
-                    return self.send_direct_clustered(&cluster, target, publish);
-                }
-                Target::Direct(_) => {}
-            }
-        }
-        let storage = self.bus.storage();
         let result = match &publish.target {
             Target::Channel(key) => {
                 if self.bus.storage_refuses_writes() {
@@ -367,165 +356,107 @@ impl Session {
                     );
                     return self.command_error(Some(&publish.id), None, err);
                 }
-                router.publish_with(
-                    Publisher::Member(&self.client),
-                    key,
-                    publish.envelope,
-                    publish.echo,
-                    |sequenced| Some(record(storage, &sequenced, publish.ack)),
-                )
+                self.bus
+                    .publish(
+                        Some(&self.client),
+                        key,
+                        publish.envelope,
+                        publish.echo,
+                        publish.ack,
+                    )
+                    .map(Outcome::Channel)
             }
-            Target::Direct(target) => router
+            Target::Direct(target) => self
+                .bus
                 .send_direct(&self.client, target, publish.envelope)
-                .map(|delivery| (delivery, None)),
+                .map(Outcome::Direct),
         };
-        match result {
-            Ok((delivery, stored)) => {
-                self.bus.telemetry().record_route(started.elapsed());
-                match &publish.target {
-                    Target::Channel(key) => tracing::trace!(
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(err) => return self.command_error(Some(&publish.id), None, err.into()),
+        };
+        self.bus.telemetry().record_route(started.elapsed());
+        let channel = match &publish.target {
+            Target::Channel(key) => Some(key),
+            Target::Direct(_) => None,
+        };
+        self.bus
+            .agent_activity(&self.client, AgentAction::Message, channel);
+        let (id, ack) = (publish.id, publish.ack);
+        match outcome {
+            Outcome::Channel(Routed::Here { delivery, stored }) => {
+                if let Some(key) = channel {
+                    tracing::trace!(
                         room = key.room(),
                         channel = key.channel(),
                         seq = delivery.seq,
                         delivered = delivery.delivered,
                         "published"
-                    ),
-                    Target::Direct(to) => {
-                        tracing::trace!(%to, delivered = delivery.delivered, "sent direct")
-                    }
+                    );
                 }
-                let channel = match &publish.target {
-                    Target::Channel(key) => Some(key),
-                    Target::Direct(_) => None,
-                };
-                self.bus
-                    .agent_activity(&self.client, AgentAction::Message, channel);
-                if publish.ack {
-                    let (id, delivered, seq) = (publish.id, delivery.delivered, delivery.seq);
+                if ack {
+                    let (delivered, seq) = (delivery.delivered, delivery.seq);
                     match stored {
                         // Redis: the ack waits until the write is durable
                         // (other replies keep their order behind it).
-                        Some(Stored::Pending(ticket)) => self.send_later(async move {
+                        Stored::Pending(ticket) => self.send_later(async move {
                             Some(ack_envelope(&id, delivered, seq, ticket.wait().await))
                         }),
-                        Some(Stored::Durable) => self.send(ack_envelope(&id, delivered, seq, true)),
-                        // Degraded (buffered for later), dropped, or direct.
-                        _ => self.send(ack_envelope(&id, delivered, seq, false)),
+                        Stored::Durable => self.send(ack_envelope(&id, delivered, seq, true)),
+                        // Degraded (buffered for later) or dropped.
+                        Stored::Buffered | Stored::Dropped => {
+                            self.send(ack_envelope(&id, delivered, seq, false));
+                        }
                     }
                 }
-                Flow::Continue
             }
-            Err(err) => self.command_error(Some(&publish.id), None, err.into()),
-        }
-    }
-
-    /// A channel publish in cluster mode: checked here, then sequenced,
-    /// stored and broadcast by Redis; every node (this one too) delivers it
-    /// when Redis broadcasts it. Should Redis fail, the message is routed
-    /// on this node alone, as in degraded storage mode.
-    fn publish_clustered(
-        &mut self,
-        cluster: &Cluster,
-        key: ChannelKey,
-        publish: Publish,
-        started: std::time::Instant,
-    ) -> Flow {
-        let channel = match self.bus.router().check_publish(&self.client, &key) {
-            Ok(channel) => channel,
-            Err(err) => return self.command_error(Some(&publish.id), None, err.into()),
-        };
-        let mut envelope = publish.envelope;
-        envelope.sender = Some(self.client.id().as_str().to_owned());
-        envelope.timestamp = now_rfc3339();
-        envelope.room = Some(key.room().to_owned());
-        envelope.channel = Some(key.channel().to_owned());
-        envelope.seq = None;
-        envelope.epoch = None;
-        let mut open_frame = envelope.to_json();
-        open_frame.pop(); // the closing brace: Redis appends `seq` and `epoch`
-        let result = cluster.publish(
-            &key,
-            self.client.id().as_str(),
-            publish.echo,
-            open_frame,
-            &channel.epoch_to_start(),
-        );
-        self.bus.telemetry().record_route(started.elapsed());
-        self.bus
-            .agent_activity(&self.client, AgentAction::Message, Some(&key));
-        // The sender is among the members Redis counted, but not a recipient.
-        let sender_counted = !publish.echo && channel.has_member(self.client.id());
-        let (bus, client, echo, ack) = (
-            self.bus.clone(),
-            self.client.clone(),
-            publish.echo,
-            publish.ack,
-        );
-        let id = publish.id;
-        let outcome = async move {
-            match result.await {
-                Ok(published) => {
-                    let delivered = published.members.saturating_sub(u64::from(sender_counted));
-                    ack.then(|| ack_envelope(&id, delivered, Some(published.seq), published.stored))
-                }
-                Err(error) => {
-                    tracing::warn!(channel = %key, %error, "cluster publish failed; routed on this node only");
-                    publish_locally(&bus, &client, &key, envelope, echo, ack, &id).await
+            Outcome::Direct(Sent::Here(delivery)) => {
+                tracing::trace!(delivered = delivery.delivered, "sent direct");
+                if ack {
+                    self.send(ack_envelope(&id, delivery.delivered, None, false));
                 }
             }
-        };
-        if ack {
-            self.send_later(outcome);
-        } else {
-            tokio::spawn(async move {
-                // Without `ack` nothing is owed unless the fallback fails.
-                if let Some(error) = outcome.await {
-                    tracing::debug!(error_code = ?error.error_code, "cluster publish fallback refused");
+            // Through the backplane: every node (this one too) delivers a
+            // channel message when it comes back; should it fail, the
+            // message is routed on this node alone.
+            Outcome::Channel(Routed::Shared(later)) => {
+                let (bus, client_id) = (self.bus.clone(), self.client.id().clone());
+                let reply = async move {
+                    match later.await {
+                        Ok(settled) => ack.then(|| {
+                            ack_envelope(&id, settled.delivered, settled.seq, settled.stored)
+                        }),
+                        Err(err) => {
+                            report_error(&bus, &client_id, err.code, false);
+                            Some(command_error_envelope(&id, None, err))
+                        }
+                    }
+                };
+                if ack {
+                    self.send_later(reply);
+                } else {
+                    // Without `ack` nothing is owed unless the fallback
+                    // fails, and nothing waits behind it.
+                    self.bus.tasks().spawn(async move {
+                        if let Some(error) = reply.await {
+                            tracing::debug!(error_code = ?error.error_code, "cluster publish fallback refused");
+                        }
+                    });
                 }
-            });
+            }
+            Outcome::Direct(Sent::Shared(later)) => {
+                let (bus, client_id) = (self.bus.clone(), self.client.id().clone());
+                self.send_later(async move {
+                    match later.await {
+                        Ok(delivered) => ack.then(|| ack_envelope(&id, delivered, None, false)),
+                        Err(err) => {
+                            report_error(&bus, &client_id, err.code, false);
+                            Some(command_error_envelope(&id, None, err))
+                        }
+                    }
+                });
+            }
         }
-        Flow::Continue
-    }
-
-    /// A direct message for a client that is not on this node: the cluster
-    /// finds its node (SPEC §4.2, §10).
-    fn send_direct_clustered(
-        &mut self,
-        cluster: &Cluster,
-        target: ClientId,
-        publish: Publish,
-    ) -> Flow {
-        let mut envelope = publish.envelope;
-        envelope.sender = Some(self.client.id().as_str().to_owned());
-        envelope.timestamp = now_rfc3339();
-        envelope.to_client = Some(target.as_str().to_owned());
-        let frame = Bytes::from(envelope.to_json());
-        let cluster = cluster.clone();
-        let (bus, client_id, id, ack) = (
-            self.bus.clone(),
-            self.client.id().clone(),
-            publish.id,
-            publish.ack,
-        );
-        self.bus
-            .agent_activity(&self.client, AgentAction::Message, None);
-        self.send_later(async move {
-            let err = match cluster.send_direct(target.as_str(), frame).await {
-                Ok(true) => {
-                    return ack.then(|| ack_envelope(&id, 1, None, false));
-                }
-                Ok(false) => CommandError::from(RoutingError::TargetNotFound { client: target }),
-                Err(error) => {
-                    tracing::warn!(%error, "cluster direct message failed");
-                    CommandError::new(
-                        ErrorCode::TargetNotFound,
-                        format!("client {target} is not reachable: the cluster is unavailable"),
-                    )
-                }
-            };
-            report_error(&bus, &client_id, err.code, false);
-            Some(command_error_envelope(&id, None, err))
-        });
         Flow::Continue
     }
 
@@ -740,20 +671,6 @@ impl Session {
     }
 }
 
-/// Records a message the router has just sequenced in history. Called
-/// under the channel lock, so history is in `seq` order; asks for a ticket
-/// only when an ack will wait on it.
-pub(crate) fn record(storage: &Storage, sequenced: &Sequenced<'_>, want_ticket: bool) -> Stored {
-    let entry = Entry {
-        key: sequenced.key.clone(),
-        seq: sequenced.seq,
-        epoch: sequenced.epoch.clone(),
-        at: arqon_protocol::now(),
-        frame: sequenced.frame.clone(),
-    };
-    storage.record(entry, want_ticket)
-}
-
 /// The ack of a published message (SPEC §4.3).
 fn ack_envelope(
     id: &MessageId,
@@ -763,45 +680,6 @@ fn ack_envelope(
 ) -> Envelope {
     let payload = json!({"delivered": delivered.into(), "seq": seq, "stored": stored});
     Envelope::response(id, None, payload)
-}
-
-/// Routes a channel message on this node alone, recording it in storage
-/// (the cluster fallback). Returns the ack when one is owed, or the error.
-async fn publish_locally(
-    bus: &Bus,
-    client: &Arc<Client>,
-    key: &ChannelKey,
-    envelope: Envelope<RawJson>,
-    echo: bool,
-    ack: bool,
-    id: &MessageId,
-) -> Option<Envelope> {
-    let storage = bus.storage();
-    let result = bus.router().publish_with(
-        Publisher::Member(client),
-        key,
-        envelope,
-        echo,
-        |sequenced| record(storage, &sequenced, ack),
-    );
-    match result {
-        Ok((delivery, stored)) => {
-            if !ack {
-                return None;
-            }
-            let stored = match stored {
-                Stored::Pending(ticket) => ticket.wait().await,
-                Stored::Durable => true,
-                _ => false,
-            };
-            Some(ack_envelope(id, delivery.delivered, delivery.seq, stored))
-        }
-        Err(err) => {
-            let err = CommandError::from(err);
-            report_error(bus, client.id(), err.code, false);
-            Some(command_error_envelope(id, None, err))
-        }
-    }
 }
 
 /// Counts an error sent to a client (and whether it was a violation) in

@@ -390,6 +390,23 @@ pub struct ClusterConfig {
     pub mode: ClusterMode,
     /// This node's id; unique per cluster.
     pub node_id: String,
+    /// How often the node renews its presence in Redis (5 s).
+    pub heartbeat: Duration,
+    /// How long a node counts as alive after its last heartbeat, and how
+    /// long its presence keys live (15 s; SPEC §10 asks at most 30 s).
+    pub node_ttl: Duration,
+    /// How long startup waits for Redis (2 s; the node serves its own
+    /// clients meanwhile and keeps reconnecting).
+    pub connect_timeout: Duration,
+    /// How long any Redis command may take (2 s): a publish that times
+    /// out is routed on this node alone, a client registration is retried
+    /// by the heartbeat.
+    pub command_timeout: Duration,
+    /// Bound of each cluster queue (65536): publishes waiting for Redis,
+    /// Pub/Sub messages waiting for the node, subscription changes.
+    pub queue_capacity: usize,
+    /// Publishes sent to Redis in one pipeline at most (256).
+    pub publish_batch: usize,
 }
 
 impl Default for ClusterConfig {
@@ -398,6 +415,12 @@ impl Default for ClusterConfig {
         Self {
             mode: ClusterMode::default(),
             node_id: random_node_id(),
+            heartbeat: Duration::from_secs(5),
+            node_ttl: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(2),
+            queue_capacity: 65_536,
+            publish_batch: 256,
         }
     }
 }

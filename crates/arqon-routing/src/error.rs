@@ -25,6 +25,10 @@ pub enum RoutingError {
     SubscriptionLimit { max: usize },
     #[error("channel {key} is a system channel")]
     SystemChannel { key: ChannelKey },
+    /// The backplane (the cluster's Redis) did not answer; the reason is
+    /// logged where it happened.
+    #[error("the cluster is unavailable")]
+    BackplaneUnavailable,
 }
 
 impl RoutingError {
@@ -39,6 +43,7 @@ impl RoutingError {
             RoutingError::ChannelFull { .. } => ErrorCode::ChannelFull,
             RoutingError::SubscriptionLimit { .. } => ErrorCode::SubscriptionLimit,
             RoutingError::SystemChannel { .. } => ErrorCode::Forbidden,
+            RoutingError::BackplaneUnavailable => ErrorCode::StorageUnavailable,
         }
     }
 }

@@ -1,14 +1,15 @@
 //! Channel history for ArqonBus (SPEC §7, `history` in §5, acks in §4.3,
 //! the shutdown flush in §11): an in-memory ring buffer per channel, or one
-//! Redis Stream per channel with a bounded outage buffer in front of it;
-//! and, in [`cluster`], scale-out through the same Redis (SPEC §10).
+//! Redis Stream per channel with a bounded outage buffer in front of it.
+//! [`layout`] names every Redis key, field and Pub/Sub channel, for
+//! history here and for cluster mode (`arqon-cluster`) alike.
 //!
 //! # Dependencies
 //!
 //! May depend on `arqon-protocol` (identifiers, timestamps), `arqon-config`
 //! (its [`StorageConfig`] section) and `arqon-telemetry` (metric helpers).
-//! It is the only crate that uses `fred`, the Redis client, and no fred type
-//! appears in its API. Routing does not depend on it: the router calls
+//! It owns `fred`, the Redis client, for history (`arqon-cluster` owns its
+//! own fred clients for Pub/Sub); no fred type appears in its API. Routing does not depend on it: the router calls
 //! [`Storage::record`] through its `on_sequenced` hook.
 //!
 //! # Key types
@@ -55,8 +56,8 @@
 //! `docs/storage.md` describes the Redis layout, the epoch reset rule,
 //! retention and how to inspect a channel with `redis-cli`.
 
-pub mod cluster;
 mod error;
+pub mod layout;
 mod memory;
 mod query;
 mod redis;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use arqon_protocol::{ChannelKey, ClientId, ErrorCode, format_timestamp};
 use arqon_routing::{Channel, ChannelKind, ChannelSpec, Client, JoinOptions, RoutingError};
 use arqon_storage::HistoryQuery;
-use arqon_storage::cluster::Cluster;
 use arqon_telemetry::{AgentAction, Event};
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -67,21 +66,12 @@ pub(super) fn join(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Comman
         )));
     }
     let (bus, client) = (ctx.bus.clone(), ctx.client.clone());
-    let Some(cluster) = bus.cluster().cloned() else {
-        let (reply, _) = join_here(&bus, &client, &key, options)?;
-        return Ok(match recover {
-            None => ready(reply),
-            Some(recover) => {
-                Box::pin(async move { Ok(recovered(&bus, &key, reply, recover).await) })
-            }
-        });
-    };
     if bus.router().channel(&key).is_none() && !bus.router().config().auto_create_channels {
         // Not auto-created: the channel may exist on other nodes only.
         return Ok(Box::pin(async move {
             bus.find_channel(&key).await;
             let (reply, created) = join_here(&bus, &client, &key, options)?;
-            let reply = join_cluster(&cluster, &bus, &client, &key, reply, created).await;
+            let reply = join_shared(&bus, &client, &key, reply, created).await;
             Ok(match recover {
                 None => reply,
                 Some(recover) => recovered(&bus, &key, reply, recover).await,
@@ -89,10 +79,10 @@ pub(super) fn join(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Comman
         }));
     }
     // The local join happens now, so that a publish right behind it is
-    // accepted; the reply waits for Redis.
+    // accepted; the reply waits for the backplane.
     let (reply, created) = join_here(&bus, &client, &key, options)?;
     Ok(Box::pin(async move {
-        let reply = join_cluster(&cluster, &bus, &client, &key, reply, created).await;
+        let reply = join_shared(&bus, &client, &key, reply, created).await;
         Ok(match recover {
             None => reply,
             Some(recover) => recovered(&bus, &key, reply, recover).await,
@@ -219,51 +209,26 @@ pub(super) fn presence(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Co
         )));
     }
     let bus = ctx.bus.clone();
-    if let Some(channel) = bus.router().channel(&key)
-        && bus.cluster_route().is_none()
-    {
-        return Ok(ready(presence_page(
-            &key,
-            channel.members_snapshot(usize::MAX),
-            limit,
-            cursor.as_ref(),
-        )));
-    }
     Ok(Box::pin(async move {
         let channel = bus
             .find_channel(&key)
             .await
             .ok_or_else(|| RoutingError::ChannelNotFound { key: key.clone() })?;
-        let Some(cluster) = bus.cluster_route().cloned() else {
-            return Ok(presence_page(
-                &key,
-                channel.members_snapshot(usize::MAX),
-                limit,
-                cursor.as_ref(),
-            ));
-        };
         // Cluster-wide: the member records every node keeps in Redis.
-        match cluster.members(&key, usize::MAX).await {
-            Ok(members) => {
-                let mut records: Vec<Value> = members
-                    .records
-                    .iter()
-                    .filter_map(|text| serde_json::from_str(text).ok())
-                    .collect();
+        match bus.backplane().members(&key, usize::MAX).await {
+            Some(members) => {
+                let mut records = members.records;
                 records.sort_by(|a: &Value, b: &Value| {
                     a["client_id"].as_str().cmp(&b["client_id"].as_str())
                 });
                 Ok(page_records(&key, records, limit, cursor.as_ref()))
             }
-            Err(error) => {
-                tracing::warn!(channel = %key, %error, "cluster: presence lists this node's members only");
-                Ok(presence_page(
-                    &key,
-                    channel.members_snapshot(usize::MAX),
-                    limit,
-                    cursor.as_ref(),
-                ))
-            }
+            None => Ok(presence_page(
+                &key,
+                channel.members_snapshot(usize::MAX),
+                limit,
+                cursor.as_ref(),
+            )),
         }
     }))
 }
@@ -311,44 +276,39 @@ fn page_records(
     })
 }
 
-/// The cluster part of a join: the reply waits until this node listens to
-/// the channel in Redis and the membership is recorded there, so a message
-/// published anywhere after the reply reaches this client, and counts on
-/// every node include it; a channel created by this join is shared with the
-/// other nodes. Should Redis be down, the local join stands.
-async fn join_cluster(
-    cluster: &Cluster,
+/// The backplane's part of a join: the reply waits until every node will
+/// deliver the channel's messages to this client and counts include it;
+/// a channel created by this join is shared with the other nodes. Should
+/// the backplane be unreachable, the local join stands.
+async fn join_shared(
     bus: &Bus,
     client: &Client,
     key: &ChannelKey,
     mut reply: Value,
     created: bool,
 ) -> Value {
+    let backplane = bus.backplane();
     if created
         && let Some(channel) = bus.router().channel(key)
-        && let Err(error) = cluster
-            .register_channel(key, &channel.record().to_string())
-            .await
+        && let Err(error) = backplane.register_channel(key, &channel.record()).await
     {
         tracing::warn!(channel = %key, %error, "cluster: channel record not shared with the other nodes");
     }
-    let record = participant(client).to_string();
-    match cluster.joined(key, client.id().as_str(), record).await {
-        Ok((members, sequence)) => {
-            if let Some((epoch, seq)) = sequence {
-                bus.router().sync_sequence(key, &epoch, seq);
-            }
-            if let Some(channel) = bus.router().channel(key) {
-                let (epoch, seq) = channel.sequence();
-                reply["seq"] = json!(seq);
-                reply["epoch"] = json!(&*epoch);
-            }
-            reply["participant_count"] = json!(members.max(1));
-        }
-        Err(error) => {
-            tracing::warn!(channel = %key, %error, "cluster: join recorded on this node only");
-        }
+    let Some(joined) = backplane
+        .joined(key, client.id(), participant(client))
+        .await
+    else {
+        return reply;
+    };
+    if let Some((epoch, seq)) = joined.sequence {
+        bus.router().sync_sequence(key, &epoch, seq);
     }
+    if let Some(channel) = bus.router().channel(key) {
+        let (epoch, seq) = channel.sequence();
+        reply["seq"] = json!(seq);
+        reply["epoch"] = json!(&*epoch);
+    }
+    reply["participant_count"] = json!(joined.members.max(1));
     reply
 }
 
@@ -382,14 +342,12 @@ pub(super) fn leave(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Comma
             .agent_activity(ctx.client, AgentAction::Leave, Some(&key));
     }
     let reply = json!({"room": key.room(), "channel": key.channel(), "was_member": was_member});
-    let Some(cluster) = ctx.bus.cluster().cloned().filter(|_| was_member) else {
+    if !was_member {
         return Ok(ready(reply));
-    };
-    let client_id = ctx.client.id().clone();
+    }
+    let left = ctx.bus.backplane().left(&key, ctx.client.id());
     Ok(Box::pin(async move {
-        if let Err(error) = cluster.left(&key, client_id.as_str()).await {
-            tracing::warn!(channel = %key, %error, "cluster: leave recorded on this node only; it expires with the node TTL");
-        }
+        left.await;
         Ok(reply)
     }))
 }
@@ -405,17 +363,12 @@ pub(super) fn create(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Comm
         ..ChannelSpec::default()
     };
     let (bus, client_id) = (ctx.bus.clone(), ctx.client.id().clone());
-    let Some(cluster) = bus.cluster().cloned() else {
-        let channel = bus.router().create_channel(key.clone(), spec)?;
-        created(&bus, client_id, key);
-        return Ok(ready(channel.record()));
-    };
-    // Cluster: the name must be free on every node.
+    // The name must be free on every node.
     Ok(Box::pin(async move {
         bus.find_channel(&key).await;
         let channel = bus.router().create_channel(key.clone(), spec)?;
         let record = channel.record();
-        match cluster.register_channel(&key, &record.to_string()).await {
+        match bus.backplane().register_channel(&key, &record).await {
             Ok(true) => {}
             Ok(false) => {
                 // Another node created it meanwhile: its record stands.
@@ -444,10 +397,6 @@ pub(super) fn delete(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Comm
     let key = args.channel_key()?;
     let force = args.opt_bool("force")?.unwrap_or(false);
     let (bus, client_id) = (ctx.bus.clone(), ctx.client.id().clone());
-    let Some(cluster) = bus.cluster().cloned() else {
-        let removed = bus.delete_channel_here(&key, force)?;
-        return Ok(ready(deleted(&bus, client_id, &key, removed)));
-    };
     if bus
         .router()
         .channel(&key)
@@ -455,22 +404,19 @@ pub(super) fn delete(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Comm
     {
         return Err(RoutingError::SystemChannel { key }.into());
     }
-    // Cluster: members on every node count, and every node drops it.
+    // Members on every node count, and every node drops it.
     Ok(Box::pin(async move {
-        if bus.find_channel(&key).await.is_none() {
+        let Some(channel) = bus.find_channel(&key).await else {
             return Err(RoutingError::ChannelNotFound { key }.into());
-        }
-        let members = match cluster.members(&key, 0).await {
-            Ok(members) => usize::try_from(members.count).unwrap_or(usize::MAX),
-            Err(_) => bus
-                .router()
-                .channel(&key)
-                .map_or(0, |channel| channel.member_count()),
+        };
+        let members = match bus.backplane().members(&key, 0).await {
+            Some(members) => usize::try_from(members.count).unwrap_or(usize::MAX),
+            None => channel.member_count(),
         };
         if members > 0 && !force {
             return Err(RoutingError::ChannelNotEmpty { key, members }.into());
         }
-        cluster.delete_channel(&key).await.map_err(|_| {
+        bus.backplane().delete_channel(&key).await.map_err(|_| {
             CommandError::new(
                 ErrorCode::StorageUnavailable,
                 format!("{key} cannot be deleted on every node right now"),
@@ -478,8 +424,8 @@ pub(super) fn delete(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Comm
         })?;
         // This node at once; the others (and this one, again) when the
         // deletion reaches them.
-        let _ = bus.delete_channel_here(&key, true);
-        Ok(deleted(&bus, client_id, &key, members))
+        let removed = bus.delete_channel_here(&key, true).unwrap_or(0);
+        Ok(deleted(&bus, client_id, &key, removed.max(members)))
     }))
 }
 
@@ -581,23 +527,8 @@ pub(super) fn list(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Comman
     // A token's channel patterns filter the list, its total included
     // (SPEC §18): a client learns only of channels it may join.
     let visible = move |key: &str| ChannelKey::parse(key).is_ok_and(|key| client.may_access(&key));
-    let Some(cluster) = bus.cluster().cloned() else {
-        let records: Vec<(String, Value)> = bus
-            .router()
-            .channels(room.as_deref())?
-            .iter()
-            .filter(|channel| visible(channel.key().as_str()))
-            .map(|channel| (channel.key().as_str().to_owned(), channel.record()))
-            .collect();
-        if let Some(room) = room
-            && records.is_empty()
-        {
-            return Err(RoutingError::RoomNotFound { room }.into());
-        }
-        return Ok(ready(paging.page(records)));
-    };
-    // Cluster: this node's channels and those every node shares, with
-    // members counted on every node.
+    // This node's channels and those other nodes share, with members
+    // counted on every node.
     Ok(Box::pin(async move {
         let mut records: BTreeMap<String, Value> = bus
             .router()
@@ -605,18 +536,16 @@ pub(super) fn list(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Comman
             .iter()
             .map(|channel| (channel.key().as_str().to_owned(), channel.record()))
             .collect();
-        let (shared, overview) = tokio::join!(cluster.channel_records(), cluster.overview());
-        for record in shared.unwrap_or_default() {
-            let Ok(record) = serde_json::from_str::<Value>(&record) else {
-                continue;
-            };
+        let backplane = bus.backplane();
+        let (shared, overview) = tokio::join!(backplane.channel_records(), backplane.overview());
+        for record in shared {
             if let (Some(room), Some(channel)) =
                 (record["room"].as_str(), record["channel"].as_str())
             {
                 records.entry(format!("{room}:{channel}")).or_insert(record);
             }
         }
-        if let Ok(overview) = overview {
+        if let Some(overview) = overview.filter(|overview| !overview.degraded) {
             for (key, record) in &mut records {
                 if record["type"] != "system" {
                     record["participant_count"] =
@@ -651,10 +580,7 @@ pub(super) fn info(ctx: Ctx<'_>, args: Args<'_>) -> Result<CommandFuture, Comman
     if let Some(channel) = bus.router().channel(&key) {
         return Ok(describe(bus, channel));
     }
-    if bus.cluster().is_none() {
-        return Err(RoutingError::ChannelNotFound { key }.into());
-    }
-    // In a cluster the channel may so far exist on other nodes only.
+    // The channel may so far exist on other nodes only.
     Ok(Box::pin(async move {
         match bus.find_channel(&key).await {
             Some(channel) => describe(bus, channel).await,
@@ -682,19 +608,18 @@ fn describe(bus: Arc<Bus>, channel: Arc<Channel>) -> CommandFuture {
         if let Value::Object(fields) = &mut record {
             fields.insert("messages_stored".into(), json!(stored));
         }
-        if let Some(cluster) = bus.cluster_route() {
-            cluster_info(cluster, &bus, &channel, &mut record).await;
-        }
+        shared_info(&bus, &channel, &mut record).await;
         Ok(record)
     })
 }
 
-/// Replaces the local view in a `channel_info` record with the cluster's:
-/// members on every live node, and `seq`/`epoch` as Redis holds them.
-async fn cluster_info(cluster: &Cluster, bus: &Bus, channel: &Channel, record: &mut Value) {
+/// Replaces the local view in a `channel_info` record with the cluster's,
+/// when the backplane has one: members on every live node, and
+/// `seq`/`epoch` as the backplane holds them.
+async fn shared_info(bus: &Bus, channel: &Channel, record: &mut Value) {
     let key = channel.key();
     let (members, (epoch, last_seq)) = tokio::join!(
-        cluster.members(key, MAX_LISTED_PARTICIPANTS),
+        bus.backplane().members(key, MAX_LISTED_PARTICIPANTS),
         bus.sequence(channel)
     );
     let Value::Object(fields) = record else {
@@ -702,18 +627,8 @@ async fn cluster_info(cluster: &Cluster, bus: &Bus, channel: &Channel, record: &
     };
     fields.insert("last_seq".into(), json!(last_seq));
     fields.insert("epoch".into(), json!(&*epoch));
-    match members {
-        Ok(members) => {
-            let listed: Vec<Value> = members
-                .records
-                .iter()
-                .filter_map(|text| serde_json::from_str(text).ok())
-                .collect();
-            fields.insert("participant_count".into(), json!(members.count));
-            fields.insert("participants".into(), Value::Array(listed));
-        }
-        Err(error) => {
-            tracing::warn!(channel = %key, %error, "cluster: channel_info shows this node's members only");
-        }
+    if let Some(members) = members {
+        fields.insert("participant_count".into(), json!(members.count));
+        fields.insert("participants".into(), Value::Array(members.records));
     }
 }

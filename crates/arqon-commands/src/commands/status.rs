@@ -7,8 +7,8 @@ use arqon_protocol::{ChannelKey, PROTOCOL_VERSION, format_timestamp};
 use arqon_routing::Client;
 use serde_json::{Map, Value, json};
 
+use arqon_routing::backplane::Overview;
 use arqon_storage::Persistence;
-use arqon_storage::cluster::Cluster;
 
 use super::{CommandFuture, Ctx};
 use crate::args::Args;
@@ -62,12 +62,11 @@ pub(super) fn status(ctx: Ctx<'_>, _args: Args<'_>) -> Result<CommandFuture, Com
             "persistence": storage.persistence.map(Persistence::as_str),
         },
     });
-    let Some(cluster) = bus.cluster().cloned() else {
-        return Ok(Box::pin(std::future::ready(Ok(payload))));
-    };
     let bus = bus.clone();
     Ok(Box::pin(async move {
-        add_cluster(&cluster, &bus, &client, &mut payload).await;
+        if let Some(overview) = bus.backplane().overview().await {
+            add_cluster(&overview, &bus, &client, &mut payload);
+        }
         Ok(payload)
     }))
 }
@@ -75,42 +74,30 @@ pub(super) fn status(ctx: Ctx<'_>, _args: Args<'_>) -> Result<CommandFuture, Com
 /// Cluster mode: clients, subscriptions and participants over every live
 /// node, and the list of live nodes. While Redis is unreachable the local
 /// figures stay, and `cluster.degraded` says so.
-async fn add_cluster(cluster: &Cluster, bus: &Bus, client: &Client, payload: &mut Value) {
-    let overview = if cluster.is_connected() {
-        cluster.overview().await.ok()
-    } else {
-        None
-    };
-    let Some(overview) = overview else {
+fn add_cluster(overview: &Overview, bus: &Bus, client: &Client, payload: &mut Value) {
+    let node_id = bus.backplane().node_id();
+    if overview.degraded {
         payload["cluster"] = json!({
             "mode": "redis",
-            "node_id": cluster.node_id(),
+            "node_id": node_id,
             "degraded": true,
             "nodes": [],
         });
         return;
-    };
+    }
     let mut clients = 0u64;
     let mut by_type: Map<String, Value> = Map::new();
     let mut nodes = Vec::with_capacity(overview.nodes.len());
     for node in &overview.nodes {
-        let summary: Value = node
-            .summary
-            .as_deref()
-            .and_then(|text| serde_json::from_str(text).ok())
-            .unwrap_or(Value::Null);
-        let node_clients = summary["clients"].as_u64().unwrap_or(0);
-        clients += node_clients;
-        if let Some(types) = summary["by_type"].as_object() {
-            for (kind, count) in types {
-                let total = by_type.entry(kind.clone()).or_insert(json!(0));
-                *total = json!(total.as_u64().unwrap_or(0) + count.as_u64().unwrap_or(0));
-            }
+        clients += node.clients;
+        for (kind, count) in &node.by_type {
+            let total = by_type.entry(kind.clone()).or_insert(json!(0));
+            *total = json!(total.as_u64().unwrap_or(0) + count);
         }
         nodes.push(json!({
             "node_id": node.node_id,
-            "started_at": summary["started_at"],
-            "clients": node_clients,
+            "started_at": node.started_at,
+            "clients": node.clients,
             "last_seen": chrono_millis(node.last_seen_ms),
         }));
     }
@@ -150,7 +137,7 @@ async fn add_cluster(cluster: &Cluster, bus: &Bus, client: &Client, payload: &mu
     });
     payload["cluster"] = json!({
         "mode": "redis",
-        "node_id": cluster.node_id(),
+        "node_id": node_id,
         "degraded": false,
         "nodes": nodes,
     });

@@ -26,38 +26,13 @@ pub(crate) fn client_config(url: &str) -> Result<Config, StorageError> {
         url: redact_url(url),
         source: BackendError(source),
     };
-    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
-    if scheme.starts_with("rediss") || scheme.starts_with("valkeys") {
+    if crate::layout::is_tls_url(url) {
         return Err(invalid(Error::new(
             ErrorKind::Config,
             "TLS (rediss://) is not supported by this build",
         )));
     }
-    Config::from_url(&cluster_url(url)).map_err(invalid)
-}
-
-/// SPEC §10 writes a Redis Cluster as `redis-cluster://host:port,host:port`;
-/// the client reads further seed nodes from `?node=host:port&…`.
-fn cluster_url(url: &str) -> String {
-    let Some(rest) = url.strip_prefix("redis-cluster://") else {
-        return url.to_owned();
-    };
-    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (credentials, hosts) = match authority.rsplit_once('@') {
-        Some((credentials, hosts)) => (format!("{credentials}@"), hosts),
-        None => (String::new(), authority),
-    };
-    let mut nodes = hosts.split(',').filter(|host| !host.is_empty());
-    let first = nodes.next().unwrap_or_default();
-    let mut params: Vec<String> = nodes.map(|node| format!("node={node}")).collect();
-    if !query.is_empty() {
-        params.push(query.to_owned());
-    }
-    if params.is_empty() {
-        format!("redis-cluster://{credentials}{first}")
-    } else {
-        format!("redis-cluster://{credentials}{first}?{}", params.join("&"))
-    }
+    Config::from_url(&crate::layout::client_url(url)).map_err(invalid)
 }
 
 /// One connection and the signal that it broke.
@@ -274,15 +249,18 @@ mod tests {
     #[test]
     fn cluster_urls_list_their_seed_nodes() {
         assert_eq!(
-            cluster_url("redis-cluster://a:1,b:2,c:3"),
+            crate::layout::client_url("redis-cluster://a:1,b:2,c:3"),
             "redis-cluster://a:1?node=b:2&node=c:3"
         );
         assert_eq!(
-            cluster_url("redis-cluster://u:p@a:1,b:2"),
+            crate::layout::client_url("redis-cluster://u:p@a:1,b:2"),
             "redis-cluster://u:p@a:1?node=b:2"
         );
-        assert_eq!(cluster_url("redis-cluster://a:1"), "redis-cluster://a:1");
-        assert_eq!(cluster_url("redis://a:1"), "redis://a:1");
+        assert_eq!(
+            crate::layout::client_url("redis-cluster://a:1"),
+            "redis-cluster://a:1"
+        );
+        assert_eq!(crate::layout::client_url("redis://a:1"), "redis://a:1");
         let config =
             client_config("redis-cluster://127.0.0.1:7000,127.0.0.1:7001").expect("parses");
         assert!(config.server.is_clustered());

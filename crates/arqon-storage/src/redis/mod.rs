@@ -4,7 +4,6 @@
 //! buffered.
 
 pub(crate) mod conn;
-pub(crate) mod keys;
 mod read;
 mod shared;
 mod writer;

@@ -7,11 +7,11 @@ use fred::prelude::{
 
 use arqon_protocol::ChannelKey;
 
-use crate::query::{Item, Window};
-use crate::redis::keys::{
+use crate::layout::{
     FIELD_ENVELOPE, FIELD_EPOCH, FIELD_LAST_SEQ, FIELD_TS, META_PATTERN, meta_key, parse_entry_id,
     parse_meta_key, stream_key,
 };
+use crate::query::{Item, Window};
 use crate::types::{HistoryQuery, RestoredChannel};
 
 /// Entries fetched per `XRANGE` page when filters may skip some.

@@ -31,7 +31,7 @@
 //! [`StorageEvent::HistoryLost`]: crate::StorageEvent::HistoryLost
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use arqon_protocol::ChannelKey;
@@ -41,9 +41,9 @@ use fred::types::Key;
 use fred::types::{ClusterHash, CustomCommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::layout::{entry_id, meta_key, stream_key};
 use crate::query::millis;
 use crate::redis::conn::{self, Class, classify};
-use crate::redis::keys::{entry_id, meta_key, stream_key};
 use crate::redis::shared::{BatchOp, Outcome, Shared};
 use crate::redis::{RedisTuning, Settings};
 use crate::types::{DegradedReason, Entry};
@@ -82,8 +82,10 @@ enum Owner {
 /// nothing. Otherwise returns 1. An entry whose id is not above the
 /// stream's top was written by an earlier attempt and is skipped; any other
 /// error is returned as it is, after the entries before it.
-pub(crate) const APPEND_SCRIPT: &str = r"
-local current = redis.pcall('HGET', KEYS[2], 'epoch')
+pub(crate) static APPEND_SCRIPT: LazyLock<String> = LazyLock::new(|| {
+    crate::layout::script(
+        r"
+local current = redis.pcall('HGET', KEYS[2], '$EPOCH')
 if type(current) == 'table' then
   current = false
 end
@@ -92,19 +94,19 @@ if current ~= ARGV[2] then
     return 0
   end
   redis.call('DEL', KEYS[1], KEYS[2])
-elseif (tonumber(redis.call('HGET', KEYS[2], 'last_seq') or '0') or 0) < tonumber(ARGV[6]) then
+elseif (tonumber(redis.call('HGET', KEYS[2], '$LAST_SEQ') or '0') or 0) < tonumber(ARGV[6]) then
   return 0
 end
 local ttl = tonumber(ARGV[4])
 for i = 7, #ARGV, 3 do
-  local reply = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[i], 'envelope', ARGV[i + 1], 'ts', ARGV[i + 2])
+  local reply = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[i], '$ENVELOPE', ARGV[i + 1], '$TS', ARGV[i + 2])
   if type(reply) == 'table' and reply.err and not string.find(reply.err, 'equal or smaller', 1, true) then
     return reply
   end
 end
 -- Never move last_seq back: in a cluster another node may have gone further.
-local last = tonumber(redis.call('HGET', KEYS[2], 'last_seq') or '0') or 0
-redis.call('HSET', KEYS[2], 'epoch', ARGV[2], 'last_seq', math.max(last, tonumber(ARGV[3])))
+local last = tonumber(redis.call('HGET', KEYS[2], '$LAST_SEQ') or '0') or 0
+redis.call('HSET', KEYS[2], '$EPOCH', ARGV[2], '$LAST_SEQ', math.max(last, tonumber(ARGV[3])))
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
@@ -113,7 +115,9 @@ else
   redis.call('PERSIST', KEYS[2])
 end
 return 1
-";
+",
+    )
+});
 
 /// The writes of `ops` (which hold no delete) grouped by channel and epoch,
 /// in order of first appearance, each group's indices (offset by `base`)
@@ -353,7 +357,7 @@ impl Writer {
                     let stream = stream_key(&key);
                     let meta = meta_key(&key);
                     let mut args: Vec<Value> = Vec::with_capacity(9 + 3 * entries.len());
-                    args.push(Value::from(APPEND_SCRIPT));
+                    args.push(Value::from(APPEND_SCRIPT.as_str()));
                     args.push(Value::Integer(2));
                     args.push(Value::from(stream.as_str()));
                     args.push(Value::from(meta.as_str()));

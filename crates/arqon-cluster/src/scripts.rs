@@ -1,5 +1,13 @@
 //! The Lua scripts of cluster mode. Each runs atomically in Redis, so what
-//! it reads and writes is one step for every node.
+//! it reads and writes is one step for every node. Key names come in
+//! `KEYS` and `ARGV` from [`arqon_storage::layout`]; the meta and stream
+//! field names are put in by [`layout::script`], so no script spells one.
+//! The messages they publish are those of [`crate::frame`]: a script only
+//! completes a header that `frame` wrote.
+
+use std::sync::LazyLock;
+
+use arqon_storage::layout;
 
 /// Sequences, stores and broadcasts one channel message.
 ///
@@ -7,21 +15,24 @@
 /// ARGV: the envelope JSON without its closing brace, a fresh epoch (used
 /// when the channel has none in Redis), stream MAXLEN, TTL seconds (0 =
 /// never), the channel's Pub/Sub name, the time in ms, the header prefix
-/// (`<flags>\t<sender>\t`), and the key prefix of its members hashes.
+/// ([`crate::frame::channel_header`]), and the key prefix of its members
+/// hashes.
 ///
 /// Appends `,"seq":S,"epoch":"E"}` to the envelope, `XADD`s it as
 /// `<S>-0`, and `PUBLISH`es `<header prefix><S>\t<E>\n<envelope>`.
 /// Returns `{seq, epoch, members on live nodes, stored (1|0)}`.
-pub(crate) const PUBLISH: &str = r#"
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+pub(crate) static PUBLISH: LazyLock<String> = LazyLock::new(|| {
+    layout::script(
+        r#"
+local epoch = redis.call('HGET', KEYS[1], '$EPOCH')
 if not epoch then
   epoch = ARGV[2]
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'last_seq', 0)
+  redis.call('HSET', KEYS[1], '$EPOCH', epoch, '$LAST_SEQ', 0)
 end
-local seq = redis.call('HINCRBY', KEYS[1], 'last_seq', 1)
+local seq = redis.call('HINCRBY', KEYS[1], '$LAST_SEQ', 1)
 local frame = ARGV[1] .. ',"seq":' .. seq .. ',"epoch":"' .. epoch .. '"}'
-local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'envelope', frame, 'ts', ARGV[6])
+local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', '$ENVELOPE', frame, '$TS', ARGV[6])
 local stored = 1
 if type(added) == 'table' and added.err then
   stored = 0
@@ -40,7 +51,9 @@ for _, node in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   members = members + redis.call('HLEN', ARGV[8] .. node)
 end
 return {seq, epoch, members, stored}
-"#;
+"#,
+    )
+});
 
 /// The members of a channel on every node, as client records.
 ///
