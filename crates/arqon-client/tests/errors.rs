@@ -5,13 +5,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arqon_client::{Client, ClientError, ClientEvent, ConnectOptions, ErrorCode, ReconnectPolicy};
 use common::{TestServer, within};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, json};
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]

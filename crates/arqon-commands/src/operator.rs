@@ -61,7 +61,7 @@ impl Bus {
         payload: RawJson,
         metadata: Option<RawJson>,
     ) -> Result<ServerPublished, CommandError> {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let channel = self
             .find_channel(key)
             .await

@@ -10,13 +10,14 @@ mod shared;
 mod writer;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arqon_config::{StorageBackend, StorageConfig, StorageMode};
 use arqon_protocol::ChannelKey;
 use arqon_telemetry::metrics::set_storage_degraded;
 use bytes::Bytes;
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{BackendError, StorageError};
@@ -296,7 +297,7 @@ impl RedisStore {
     pub(crate) async fn flush(&self, deadline: Duration) -> FlushReport {
         let started = Instant::now();
         let written_before = self.shared.written();
-        let give_up = tokio::time::Instant::now() + deadline;
+        let give_up = started + deadline;
         let mut progress = self.shared.progress();
         self.shared.wake.notify_one();
         loop {
@@ -307,11 +308,11 @@ impl RedisStore {
             // Ask a degraded writer to retry now rather than after its
             // backoff; re-asked every tick while Redis stays away.
             self.shared.hurry.notify_one();
-            let tick = tokio::time::Instant::now() + Duration::from_millis(250);
+            let tick = Instant::now() + Duration::from_millis(250);
             match tokio::time::timeout_at(give_up.min(tick), progress.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_closed)) => break,
-                Err(_elapsed) if tokio::time::Instant::now() >= give_up => break,
+                Err(_elapsed) if Instant::now() >= give_up => break,
                 Err(_elapsed) => {}
             }
         }
