@@ -84,8 +84,9 @@ use memory::{Limits, MemoryStore};
 use redis::RedisStore;
 
 /// Channel history: memory rings or Redis Streams. Cheap to clone; every
-/// clone is the same store. When the last clone is dropped the Redis writer
-/// stops (call [`Storage::flush`] first to keep pending writes).
+/// clone is the same store. [`Storage::close`], or dropping the last clone,
+/// stops the Redis writer (call [`Storage::flush`] first to keep pending
+/// writes).
 #[derive(Debug, Clone)]
 pub struct Storage {
     inner: Arc<Inner>,
@@ -288,6 +289,23 @@ impl Storage {
         match &self.inner.backend {
             Backend::Memory(_) => FlushReport::nothing_to_do(),
             Backend::Redis(redis) => redis.flush(deadline).await,
+        }
+    }
+
+    /// The end of a graceful shutdown, after [`Storage::flush`]: stops the
+    /// Redis writer and waits for its tasks, closing its connection (which
+    /// waits at most one second for Redis to answer). Entries recorded
+    /// afterwards stay in memory and are not written. Memory storage has
+    /// nothing to close.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the writer is stopped by the first poll; the tasks end
+    /// on their own.
+    pub async fn close(&self) {
+        match &self.inner.backend {
+            Backend::Memory(_) => {}
+            Backend::Redis(redis) => redis.close().await,
         }
     }
 }

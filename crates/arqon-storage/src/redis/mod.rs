@@ -19,6 +19,7 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::error::{BackendError, StorageError};
 use crate::query::{self, merge};
@@ -100,6 +101,8 @@ pub(crate) struct RedisStore {
     shared: Arc<Shared>,
     /// Stops the writer when the last handle is dropped.
     cancel: CancellationToken,
+    /// The writer and its connections' tasks, waited for by `close`.
+    tasks: TaskTracker,
 }
 
 impl Drop for RedisStore {
@@ -125,7 +128,8 @@ impl RedisStore {
             },
         };
         let shared = Arc::new(Shared::new(config.mode, config.buffer_messages));
-        match conn::connect(&client_config, &settings.tuning).await {
+        let tasks = TaskTracker::new();
+        match conn::connect(&client_config, &settings.tuning, &tasks).await {
             Ok(link) => {
                 let persistence = conn::persistence(&link.client).await;
                 shared.set_persistence(persistence);
@@ -151,9 +155,20 @@ impl RedisStore {
             }
         }
         let cancel = CancellationToken::new();
-        let writer = writer::Writer::new(shared.clone(), settings, client_config, cancel.clone());
-        tokio::spawn(writer.run());
-        Ok(Self { shared, cancel })
+        let writer = writer::Writer::new(
+            shared.clone(),
+            settings,
+            client_config,
+            cancel.clone(),
+            tasks.clone(),
+        );
+        tasks.spawn(writer.run());
+        tasks.close();
+        Ok(Self {
+            shared,
+            cancel,
+            tasks,
+        })
     }
 
     pub(crate) fn record(&self, entry: Entry, want_ticket: bool) -> Stored {
@@ -292,6 +307,13 @@ impl RedisStore {
                 buffered(0)
             }
         }
+    }
+
+    /// Stops the writer and waits until it and its connections' tasks have
+    /// ended (closing a connection waits at most one second for Redis).
+    pub(crate) async fn close(&self) {
+        self.cancel.cancel();
+        self.tasks.wait().await;
     }
 
     pub(crate) async fn flush(&self, deadline: Duration) -> FlushReport {
