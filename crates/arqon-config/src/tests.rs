@@ -106,6 +106,7 @@ fn defaults_equal_the_spec() {
     assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
     assert_eq!(c.server.handshake_timeout, Duration::from_secs(10));
     assert_eq!(c.server.shutdown_grace, Duration::from_secs(10));
+    assert_eq!(c.server.close_timeout, Duration::from_secs(1));
     assert_eq!(c.limits.rate_limit_per_sec, 1000);
     assert_eq!(c.limits.rate_limit_burst, 2000);
     assert_eq!(c.limits.max_violations, 10);
@@ -130,6 +131,8 @@ fn defaults_equal_the_spec() {
     assert_eq!(c.storage.redis_stream_maxlen, 10_000);
     assert_eq!(c.storage.history_ttl, Some(Duration::from_secs(86_400)));
     assert_eq!(c.storage.buffer_messages, 100_000);
+    assert_eq!(c.storage.redis_connect_timeout, Duration::from_secs(2));
+    assert_eq!(c.storage.redis_command_timeout, Duration::from_secs(5));
     assert_eq!(c.auth.mode, AuthMode::None);
     assert!(c.auth.admin_token.is_none());
     assert!(c.auth.jwt_secret.is_none());
@@ -384,6 +387,7 @@ const SAMPLES: &[Sample] = &[
     ("ARQONBUS_EMPTY_CHANNEL_TTL_SECS", ["0", "5", "6"], &[]),
     ("ARQONBUS_RECOVERY_MAX", ["1", "2", "3"], &[]),
     ("ARQONBUS_WRITE_TIMEOUT_SECS", ["1", "2", "3"], &[]),
+    ("ARQONBUS_CLOSE_TIMEOUT_MS", ["1", "2", "3"], &[]),
     ("ARQONBUS_TELEMETRY_MAX_CONNECTIONS", ["1", "2", "3"], &[]),
     (
         "ARQONBUS_ALLOWED_ORIGINS",
@@ -425,6 +429,8 @@ const SAMPLES: &[Sample] = &[
     ("ARQONBUS_REDIS_STREAM_MAXLEN", ["1", "2", "3"], &[]),
     ("ARQONBUS_HISTORY_TTL_SECS", ["0", "5", "6"], &[]),
     ("ARQONBUS_STORAGE_BUFFER_MESSAGES", ["1", "2", "3"], &[]),
+    ("ARQONBUS_REDIS_CONNECT_TIMEOUT_MS", ["1", "2", "3"], &[]),
+    ("ARQONBUS_REDIS_COMMAND_TIMEOUT_MS", ["1", "2", "3"], &[]),
     (
         "ARQONBUS_AUTH",
         ["token", "jwt", "none"],
@@ -1146,6 +1152,21 @@ fn range_rules_name_the_key() {
         ),
         (
             "ARQONBUS_TELEMETRY_STATS_INTERVAL_MS",
+            "0",
+            "a whole number of milliseconds of at least 1",
+        ),
+        (
+            "ARQONBUS_CLOSE_TIMEOUT_MS",
+            "0",
+            "a whole number of milliseconds of at least 1",
+        ),
+        (
+            "ARQONBUS_REDIS_CONNECT_TIMEOUT_MS",
+            "0",
+            "a whole number of milliseconds of at least 1",
+        ),
+        (
+            "ARQONBUS_REDIS_COMMAND_TIMEOUT_MS",
             "0",
             "a whole number of milliseconds of at least 1",
         ),

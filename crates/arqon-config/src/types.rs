@@ -57,6 +57,10 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// A socket write that makes no progress this long aborts the connection.
     pub write_timeout: Duration,
+    /// How long each step of a WebSocket close handshake may take: the
+    /// client's reply to the server's close frame, or the client seeing the
+    /// echo of its own, before the TCP connection is dropped.
+    pub close_timeout: Duration,
     /// Concurrent telemetry connections; beyond it upgrades get HTTP 503.
     pub telemetry_max_connections: usize,
     /// Browser origins allowed besides same-origin and no-Origin upgrades
@@ -108,6 +112,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(1),
             telemetry_max_connections: 100,
             allowed_origins: Vec::new(),
             tls_cert: None,
@@ -221,6 +226,11 @@ pub struct StorageConfig {
     /// Redis (while it is slow or unreachable); beyond it, messages are
     /// delivered but dropped from history, and counted.
     pub buffer_messages: usize,
+    /// Wait for a Redis connection, at startup and on each reconnect.
+    pub redis_connect_timeout: Duration,
+    /// Wait for a Redis command or pipeline before the connection counts
+    /// as broken.
+    pub redis_command_timeout: Duration,
 }
 
 impl Default for StorageConfig {
@@ -235,6 +245,8 @@ impl Default for StorageConfig {
             redis_stream_maxlen: 10_000,
             history_ttl: Some(Duration::from_secs(86_400)),
             buffer_messages: 100_000,
+            redis_connect_timeout: Duration::from_secs(2),
+            redis_command_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -107,18 +107,20 @@ enum Backend {
 impl Storage {
     /// Opens the configured backend.
     ///
-    /// Memory is ready at once. Redis connects, waiting at most 2 s. If
-    /// Redis is unreachable: in strict mode this fails with
+    /// Memory is ready at once. Redis connects, waiting at most
+    /// `redis_connect_timeout` (timeouts from `config`, the rest of
+    /// [`RedisTuning`] at its defaults). If Redis is unreachable: in strict mode this fails with
     /// [`StorageError::Unavailable`]; in degraded mode it succeeds, starts
     /// degraded, and reconnects in the background. An unusable URL is
     /// [`StorageError::InvalidUrl`] in both modes.
     ///
     /// Must be called within a tokio runtime (the Redis writer is spawned).
     pub async fn open(config: &StorageConfig) -> Result<Storage, StorageError> {
-        Self::open_tuned(config, RedisTuning::default()).await
+        Self::open_tuned(config, RedisTuning::of(config)).await
     }
 
-    /// [`Storage::open`] with non-default Redis timeouts and batch size.
+    /// [`Storage::open`] with other Redis timeouts, backoff and batch size
+    /// than the configuration's (`tuning` replaces them).
     pub async fn open_tuned(
         config: &StorageConfig,
         tuning: RedisTuning,

@@ -29,9 +29,10 @@ use crate::types::{
 };
 use shared::Shared;
 
-/// Timeouts and sizes of the Redis backend that SPEC §13 does not make
-/// configuration keys. [`Default`] is what [`Storage::open`](crate::Storage::open)
-/// uses; tests shorten them.
+/// Timeouts and sizes of the Redis backend. [`Storage::open`](crate::Storage::open)
+/// uses [`RedisTuning::of`] its configuration: the connect and command
+/// timeouts are configuration keys, the rest are these defaults; tests
+/// shorten them all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisTuning {
@@ -49,6 +50,18 @@ pub struct RedisTuning {
     /// While idle, Redis is pinged this often, so an outage shows in
     /// `status()` before the next write (1 s).
     pub health_interval: Duration,
+}
+
+impl RedisTuning {
+    /// The configured timeouts (`ARQONBUS_REDIS_CONNECT_TIMEOUT_MS`,
+    /// `ARQONBUS_REDIS_COMMAND_TIMEOUT_MS`), the rest at its default.
+    pub fn of(config: &StorageConfig) -> Self {
+        Self {
+            connect_timeout: config.redis_connect_timeout,
+            command_timeout: config.redis_command_timeout,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for RedisTuning {
