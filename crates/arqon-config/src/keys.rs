@@ -43,7 +43,7 @@ impl KeySpec {
     }
 
     /// All names: canonical first, then aliases.
-    pub(crate) fn names(&self) -> impl Iterator<Item = &'static str> {
+    pub fn names(&self) -> impl Iterator<Item = &'static str> {
         std::iter::once(self.env).chain(self.aliases.iter().copied())
     }
 }

@@ -492,3 +492,14 @@ spelled_enum!(StorageMode { Degraded => "degraded", Strict => "strict" });
 spelled_enum!(AuthMode { None => "none", Token => "token", Jwt => "jwt" });
 spelled_enum!(ClusterMode { None => "none", Redis => "redis" });
 spelled_enum!(LogFormat { Text => "text", Json => "json" });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_parse_case_insensitively() {
+        assert_eq!(StorageBackend::parse("REDIS"), Some(StorageBackend::Redis));
+        assert_eq!(AuthMode::parse("bearer"), None);
+    }
+}
