@@ -1,13 +1,23 @@
-//! Test harness: start a real server in-process on `127.0.0.1:0`, talk to
-//! it with real WebSocket clients over real sockets. Every receive is
-//! wrapped in a timeout so that a hang fails the test instead of stalling
-//! the suite.
+//! The workspace's test support: start a real server in-process on
+//! `127.0.0.1:0`, talk to it with real WebSocket clients over real sockets
+//! (this module), or with `arqon-client` ([`client`]); a throw-away
+//! `redis-server` ([`redis`]). Every receive is wrapped in a timeout so that
+//! a hang fails the test instead of stalling the suite.
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+pub mod client;
+
+/// A throw-away `redis-server` on a free port, and a RESP client to inspect
+/// it. The code lives in `arqon-storage` (feature `testing`), whose own tests
+/// use it and which cannot depend on this crate.
+pub mod redis {
+    pub use arqon_storage::testing::*;
+}
 
 use arqon_config::{Config, ConfigBuilder};
 use futures_util::{SinkExt, StreamExt};
@@ -69,6 +79,26 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
+        Self::serve(listener, config)
+    }
+
+    /// A server on a given address (to restart "the same" server); retries
+    /// the bind while the previous listener's port is being released.
+    pub async fn with_config_on(addr: SocketAddr, config: Config) -> Self {
+        let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => break listener,
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot bind {addr} again: {e}"),
+            }
+        };
+        Self::serve(listener, config)
+    }
+
+    fn serve(listener: tokio::net::TcpListener, config: Config) -> Self {
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {

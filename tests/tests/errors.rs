@@ -14,10 +14,116 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const QUIET: Duration = Duration::from_millis(300);
 
-/// Sends `frame` and returns the error it gets.
-async fn rejected(client: &mut TestClient, frame: &Value) -> Value {
-    client.send_json(frame).await;
-    client.recv().await
+/// What a case sends.
+enum Frame {
+    Json(Value),
+    Text(&'static str),
+    Binary(Vec<u8>),
+}
+
+/// One refused frame and the error it must get: `error_code` with its
+/// `payload.code`, `request_id` the frame's id (or `null`), the `command`
+/// it answers, and the fields `payload.details` must name.
+struct Case {
+    frame: Frame,
+    error_code: &'static str,
+    http_code: u16,
+    echoes_id: bool,
+    command: Option<&'static str>,
+    fields: &'static [&'static str],
+}
+
+impl Case {
+    /// A JSON frame; its error echoes the frame's `id`.
+    fn json(frame: Value, error_code: &'static str, http_code: u16) -> Self {
+        Self::of(Frame::Json(frame), error_code, http_code, true)
+    }
+
+    /// A text frame with no valid id to echo.
+    fn text(text: &'static str, error_code: &'static str, http_code: u16) -> Self {
+        Self::of(Frame::Text(text), error_code, http_code, false)
+    }
+
+    /// A binary frame (never decoded, so no id to echo).
+    fn binary(bytes: &[u8], error_code: &'static str, http_code: u16) -> Self {
+        Self::of(Frame::Binary(bytes.to_vec()), error_code, http_code, false)
+    }
+
+    fn of(frame: Frame, error_code: &'static str, http_code: u16, echoes_id: bool) -> Self {
+        Self {
+            frame,
+            error_code,
+            http_code,
+            echoes_id,
+            command: None,
+            fields: &[],
+        }
+    }
+
+    /// The frame's id is invalid: `request_id` is `null`.
+    fn without_request_id(mut self) -> Self {
+        self.echoes_id = false;
+        self
+    }
+
+    /// The error answers `command`.
+    fn command(mut self, command: &'static str) -> Self {
+        self.command = Some(command);
+        self
+    }
+
+    /// `payload.details` names (at least) these fields.
+    fn naming(mut self, fields: &'static [&'static str]) -> Self {
+        self.fields = fields;
+        self
+    }
+}
+
+/// Sends the case's frame and checks the error it gets (the full SPEC §6
+/// shape, see [`assert_error`]); returns the error for further checks.
+async fn expect_error(client: &mut TestClient, case: &Case) -> Value {
+    let request_id = match &case.frame {
+        Frame::Json(frame) => {
+            client.send_json(frame).await;
+            case.echoes_id.then(|| frame["id"].clone())
+        }
+        Frame::Text(text) => {
+            client.send_text(*text).await;
+            None
+        }
+        Frame::Binary(bytes) => {
+            client.send_binary(bytes.clone()).await;
+            None
+        }
+    };
+    let err = client.recv().await;
+    assert_error(&err, case.error_code, request_id.as_ref(), case.command);
+    assert_eq!(err["payload"]["code"], case.http_code, "{err}");
+    for field in case.fields {
+        assert!(has_field(&err, field), "{field} missing: {err}");
+    }
+    err
+}
+
+/// Every case in turn on one connection, which none of them closes.
+async fn expect_errors(client: &mut TestClient, cases: &[Case]) {
+    for case in cases {
+        expect_error(client, case).await;
+    }
+    still_alive(client).await;
+}
+
+/// A message to `r:c` with `fields` added (a `null` removes one).
+fn message(fields: Value) -> Value {
+    let mut extra = json!({"room": "r", "channel": "c", "payload": {}});
+    for (key, value) in fields.as_object().expect("an object") {
+        extra[key] = value.clone();
+    }
+    envelope("message", extra)
+}
+
+fn command(name: &str, args: Value) -> Value {
+    envelope("command", json!({"command": name, "args": args}))
 }
 
 fn has_field(err: &Value, field: &str) -> bool {
@@ -35,7 +141,7 @@ async fn still_alive(client: &mut TestClient) {
 async fn frames_that_are_not_json_objects() {
     let server = TestServer::start().await;
     let mut client = server.connect().await;
-    for text in [
+    let cases = [
         "hello",
         "{\"version\":",
         "[1,2,3]",
@@ -43,12 +149,9 @@ async fn frames_that_are_not_json_objects() {
         "\"text\"",
         "null",
         "",
-    ] {
-        client.send_text(text).await;
-        let err = client.recv().await;
-        assert_error(&err, "VALIDATION_ERROR", None, None);
-    }
-    still_alive(&mut client).await;
+    ]
+    .map(|text| Case::text(text, "VALIDATION_ERROR", 400));
+    expect_errors(&mut client, &cases).await;
 }
 
 #[tokio::test]
@@ -56,22 +159,15 @@ async fn version_missing_or_not_a_string() {
     let server = TestServer::start().await;
     let mut client = server.connect().await;
     client.join("r", "c").await;
-
-    let frame = envelope(
-        "message",
-        json!({"version": null, "room": "r", "channel": "c", "payload": {}}),
-    );
-    let err = rejected(&mut client, &frame).await;
-    assert_error(&err, "VALIDATION_ERROR", Some(&frame["id"]), None);
-    assert!(has_field(&err, "version"), "{err}");
-
-    let frame = envelope(
-        "message",
-        json!({"version": 1.0, "room": "r", "channel": "c", "payload": {}}),
-    );
-    let err = rejected(&mut client, &frame).await;
-    assert_error(&err, "VALIDATION_ERROR", Some(&frame["id"]), None);
-    assert!(has_field(&err, "version"), "{err}");
+    let cases = [json!(null), json!(1.0)].map(|version| {
+        Case::json(
+            message(json!({"version": version})),
+            "VALIDATION_ERROR",
+            400,
+        )
+        .naming(&["version"])
+    });
+    expect_errors(&mut client, &cases).await;
 }
 
 #[tokio::test]
@@ -79,16 +175,8 @@ async fn another_version_is_unsupported() {
     let server = TestServer::start().await;
     let mut client = server.connect().await;
     let frame = envelope("command", json!({"version": "2.0", "command": "ping"}));
-    let err = rejected(&mut client, &frame).await;
-    assert_eq!(err["error_code"], "UNSUPPORTED_VERSION");
-    assert_eq!(err["payload"]["code"], 400);
-    assert_eq!(err["request_id"], frame["id"]);
-    assert_eq!(err["type"], "error");
-    assert_eq!(err["status"], "error");
-    assert_eq!(err["sender"], "arqonbus");
-    assert!(err["payload"]["details"].is_array());
-    assert!(err["error"].as_str().is_some_and(|t| !t.is_empty()));
-    still_alive(&mut client).await;
+    let cases = [Case::json(frame, "UNSUPPORTED_VERSION", 400)];
+    expect_errors(&mut client, &cases).await;
 }
 
 #[tokio::test]
@@ -96,27 +184,19 @@ async fn a_bad_id_gives_a_null_request_id() {
     let server = TestServer::start().await;
     let mut client = server.connect().await;
     client.join("r", "c").await;
-    for bad in [
+    let cases = [
         json!("nope"),
         json!("arq_"),
         json!("arq_has space"),
         json!(17),
-    ] {
-        let frame = envelope(
-            "message",
-            json!({"id": bad, "room": "r", "channel": "c", "payload": {}}),
-        );
-        let err = rejected(&mut client, &frame).await;
-        assert_error(&err, "VALIDATION_ERROR", None, None);
-        assert!(has_field(&err, "id"), "{err}");
-    }
-    let frame = envelope(
-        "message",
-        json!({"id": null, "room": "r", "channel": "c", "payload": {}}),
-    );
-    let err = rejected(&mut client, &frame).await;
-    assert_error(&err, "VALIDATION_ERROR", None, None);
-    assert!(has_field(&err, "id"), "{err}");
+        json!(null),
+    ]
+    .map(|id| {
+        Case::json(message(json!({"id": id})), "VALIDATION_ERROR", 400)
+            .without_request_id()
+            .naming(&["id"])
+    });
+    expect_errors(&mut client, &cases).await;
 }
 
 #[tokio::test]
@@ -124,67 +204,70 @@ async fn a_bad_timestamp() {
     let server = TestServer::start().await;
     let mut client = server.connect().await;
     client.join("r", "c").await;
-    for bad in [
+    let cases = [
         json!("yesterday"),
         json!("2026-13-45T99:00:00Z"),
         json!(1700000000),
-    ] {
-        let frame = envelope(
-            "message",
-            json!({"timestamp": bad, "room": "r", "channel": "c", "payload": {}}),
-        );
-        let err = rejected(&mut client, &frame).await;
-        assert_error(&err, "VALIDATION_ERROR", Some(&frame["id"]), None);
-        assert!(has_field(&err, "timestamp"), "{err}");
-    }
+    ]
+    .map(|timestamp| {
+        Case::json(
+            message(json!({"timestamp": timestamp})),
+            "VALIDATION_ERROR",
+            400,
+        )
+        .naming(&["timestamp"])
+    });
+    expect_errors(&mut client, &cases).await;
 }
 
 #[tokio::test]
 async fn bad_room_and_channel_names() {
     let server = TestServer::start().await;
     let mut client = server.connect().await;
-    for (room, channel, field) in [
-        (json!("bad room"), json!("c"), "room"),
-        (json!("r"), json!("x".repeat(65)), "channel"),
-        (json!("r"), json!("sl/ash"), "channel"),
-        (json!(""), json!("c"), "room"),
-    ] {
-        let frame = envelope(
-            "message",
-            json!({"room": room, "channel": channel, "payload": {}}),
-        );
-        let err = rejected(&mut client, &frame).await;
-        assert_error(&err, "VALIDATION_ERROR", Some(&frame["id"]), None);
-        assert!(has_field(&err, field), "{field}: {err}");
-    }
-    // Commands check their names too, as arguments.
-    let frame = envelope(
-        "command",
-        json!({"command": "join_channel", "args": {"room": "bad room", "channel": "c"}}),
-    );
-    let err = rejected(&mut client, &frame).await;
-    assert_error(
-        &err,
-        "INVALID_ARGUMENT",
-        Some(&frame["id"]),
-        Some("join_channel"),
-    );
-    assert!(has_field(&err, "room"), "{err}");
+    let name = |room: Value, channel: Value, field: &'static [&'static str]| {
+        Case::json(
+            message(json!({"room": room, "channel": channel})),
+            "VALIDATION_ERROR",
+            400,
+        )
+        .naming(field)
+    };
+    let cases = [
+        name(json!("bad room"), json!("c"), &["room"]),
+        name(json!("r"), json!("x".repeat(65)), &["channel"]),
+        name(json!("r"), json!("sl/ash"), &["channel"]),
+        name(json!(""), json!("c"), &["room"]),
+        // Commands check their names too, as arguments.
+        Case::json(
+            command("join_channel", json!({"room": "bad room", "channel": "c"})),
+            "INVALID_ARGUMENT",
+            400,
+        )
+        .command("join_channel")
+        .naming(&["room"]),
+    ];
+    expect_errors(&mut client, &cases).await;
 }
 
 #[tokio::test]
 async fn a_message_without_a_target() {
     let server = TestServer::start().await;
     let mut client = server.connect().await;
-    let frame = envelope("message", json!({"payload": {}}));
-    let err = rejected(&mut client, &frame).await;
-    assert_error(&err, "VALIDATION_ERROR", Some(&frame["id"]), None);
+    let nowhere = Case::json(
+        envelope("message", json!({"payload": {}})),
+        "VALIDATION_ERROR",
+        400,
+    );
+    let err = expect_error(&mut client, &nowhere).await;
     assert!(!detail_fields(&err).is_empty(), "{err}");
 
     // A room with no channel is no target either.
-    let frame = envelope("message", json!({"room": "r", "payload": {}}));
-    let err = rejected(&mut client, &frame).await;
-    assert_error(&err, "VALIDATION_ERROR", Some(&frame["id"]), None);
+    let cases = [Case::json(
+        envelope("message", json!({"room": "r", "payload": {}})),
+        "VALIDATION_ERROR",
+        400,
+    )];
+    expect_errors(&mut client, &cases).await;
 }
 
 #[tokio::test]
@@ -192,98 +275,98 @@ async fn a_payload_that_is_not_an_object() {
     let server = TestServer::start().await;
     let mut client = server.connect().await;
     client.join("r", "c").await;
-    for bad in [json!([1, 2]), json!("text"), json!(3)] {
-        let frame = envelope(
-            "message",
-            json!({"room": "r", "channel": "c", "payload": bad}),
-        );
-        let err = rejected(&mut client, &frame).await;
-        assert_error(&err, "VALIDATION_ERROR", Some(&frame["id"]), None);
-        assert!(has_field(&err, "payload"), "{err}");
-    }
-    // And a message needs one.
-    let frame = envelope("message", json!({"room": "r", "channel": "c"}));
-    let err = rejected(&mut client, &frame).await;
-    assert_error(&err, "VALIDATION_ERROR", Some(&frame["id"]), None);
-    assert!(has_field(&err, "payload"), "{err}");
+    // And a message needs one (`null` removes it).
+    let cases = [json!([1, 2]), json!("text"), json!(3), json!(null)].map(|payload| {
+        Case::json(
+            message(json!({"payload": payload})),
+            "VALIDATION_ERROR",
+            400,
+        )
+        .naming(&["payload"])
+    });
+    expect_errors(&mut client, &cases).await;
 }
 
 #[tokio::test]
 async fn a_binary_frame() {
     let server = TestServer::start().await;
     let mut client = server.connect().await;
-    client.send_binary(b"{\"version\":\"1.0\"}".to_vec()).await;
-    let err = client.recv().await;
-    assert_error(&err, "VALIDATION_ERROR", None, None);
-    still_alive(&mut client).await;
+    let cases = [Case::binary(
+        b"{\"version\":\"1.0\"}",
+        "VALIDATION_ERROR",
+        400,
+    )];
+    expect_errors(&mut client, &cases).await;
 }
 
 #[tokio::test]
 async fn details_list_every_bad_field() {
     let server = TestServer::start().await;
     let mut client = server.connect().await;
-    let frame = envelope(
-        "message",
-        json!({
-            "timestamp": "yesterday",
-            "room": "bad room",
-            "channel": "c",
-            "payload": [1],
-            "ack": "yes",
-        }),
-    );
-    let err = rejected(&mut client, &frame).await;
-    assert_error(&err, "VALIDATION_ERROR", Some(&frame["id"]), None);
-    for field in ["timestamp", "room", "payload", "ack"] {
-        assert!(has_field(&err, field), "{field} missing: {err}");
-    }
-
-    // A command frame that is invalid still names its command.
-    let frame = envelope(
-        "command",
-        json!({"command": "ping", "timestamp": "never", "args": 5}),
-    );
-    let err = rejected(&mut client, &frame).await;
-    assert_error(&err, "VALIDATION_ERROR", Some(&frame["id"]), Some("ping"));
-    for field in ["timestamp", "args"] {
-        assert!(has_field(&err, field), "{field} missing: {err}");
-    }
+    let cases = [
+        Case::json(
+            envelope(
+                "message",
+                json!({
+                    "timestamp": "yesterday",
+                    "room": "bad room",
+                    "channel": "c",
+                    "payload": [1],
+                    "ack": "yes",
+                }),
+            ),
+            "VALIDATION_ERROR",
+            400,
+        )
+        .naming(&["timestamp", "room", "payload", "ack"]),
+        // A command frame that is invalid still names its command.
+        Case::json(
+            envelope(
+                "command",
+                json!({"command": "ping", "timestamp": "never", "args": 5}),
+            ),
+            "VALIDATION_ERROR",
+            400,
+        )
+        .command("ping")
+        .naming(&["timestamp", "args"]),
+    ];
+    expect_errors(&mut client, &cases).await;
 }
 
 #[tokio::test]
 async fn unknown_types_and_missing_fields() {
     let server = TestServer::start().await;
     let mut client = server.connect().await;
-    let frame = envelope("shout", json!({"payload": {}}));
-    let err = rejected(&mut client, &frame).await;
-    assert_error(&err, "VALIDATION_ERROR", Some(&frame["id"]), None);
-    assert!(has_field(&err, "type"), "{err}");
-
-    let frame = json!({"version": "1.0", "id": "arq_bare"});
-    let err = rejected(&mut client, &frame).await;
-    assert_error(&err, "VALIDATION_ERROR", Some(&json!("arq_bare")), None);
-    for field in ["type", "timestamp"] {
-        assert!(has_field(&err, field), "{field} missing: {err}");
-    }
-
-    // A command with no name.
-    let frame = envelope("command", json!({}));
-    let err = rejected(&mut client, &frame).await;
-    assert_error(&err, "VALIDATION_ERROR", Some(&frame["id"]), None);
-    assert!(has_field(&err, "command"), "{err}");
+    let cases = [
+        Case::json(
+            envelope("shout", json!({"payload": {}})),
+            "VALIDATION_ERROR",
+            400,
+        )
+        .naming(&["type"]),
+        Case::json(
+            json!({"version": "1.0", "id": "arq_bare"}),
+            "VALIDATION_ERROR",
+            400,
+        )
+        .naming(&["type", "timestamp"]),
+        // A command with no name.
+        Case::json(envelope("command", json!({})), "VALIDATION_ERROR", 400).naming(&["command"]),
+    ];
+    expect_errors(&mut client, &cases).await;
 }
 
 #[tokio::test]
 async fn garbage_never_closes_the_connection() {
     let server = TestServer::start().await;
     let mut client = server.connect().await;
-    for text in ["\u{0}\u{1}\u{2}", "{{{{", "}", "\u{feff}{}", "{\"a\":1}"] {
-        client.send_text(text).await;
-        assert_eq!(client.recv().await["error_code"], "VALIDATION_ERROR");
-    }
-    client.send_binary(vec![0xff, 0xfe, 0x00]).await;
-    assert_eq!(client.recv().await["error_code"], "VALIDATION_ERROR");
-    still_alive(&mut client).await;
+    let mut cases: Vec<Case> = ["\u{0}\u{1}\u{2}", "{{{{", "}", "\u{feff}{}", "{\"a\":1}"]
+        .into_iter()
+        .map(|text| Case::text(text, "VALIDATION_ERROR", 400))
+        .collect();
+    cases.push(Case::binary(&[0xff, 0xfe, 0x00], "VALIDATION_ERROR", 400));
+    expect_errors(&mut client, &cases).await;
 }
 
 // ---- INVALID_ARGUMENT, UNKNOWN_COMMAND ---------------------------------------
@@ -292,57 +375,31 @@ async fn garbage_never_closes_the_connection() {
 async fn a_missing_or_mistyped_argument_is_named() {
     let server = TestServer::start().await;
     let mut client = server.connect().await;
-
-    let frame = client
-        .send_command("join_channel", json!({"channel": "c"}))
-        .await;
-    let err = client.recv().await;
-    assert_error(
-        &err,
-        "INVALID_ARGUMENT",
-        Some(&frame["id"]),
-        Some("join_channel"),
-    );
-    assert!(has_field(&err, "room"), "{err}");
-
-    let frame = client
-        .send_command("join_channel", json!({"room": "r"}))
-        .await;
-    let err = client.recv().await;
-    assert_error(
-        &err,
-        "INVALID_ARGUMENT",
-        Some(&frame["id"]),
-        Some("join_channel"),
-    );
-    assert!(has_field(&err, "channel"), "{err}");
-
-    let frame = client
-        .send_command("channel_info", json!({"room": 5, "channel": "c"}))
-        .await;
-    let err = client.recv().await;
-    assert_error(
-        &err,
-        "INVALID_ARGUMENT",
-        Some(&frame["id"]),
-        Some("channel_info"),
-    );
-    assert!(has_field(&err, "room"), "{err}");
+    let cases = [
+        ("join_channel", json!({"channel": "c"}), &["room"]),
+        ("join_channel", json!({"room": "r"}), &["channel"]),
+        (
+            "channel_info",
+            json!({"room": 5, "channel": "c"}),
+            &["room"],
+        ),
+    ]
+    .map(|(name, args, fields)| {
+        Case::json(command(name, args), "INVALID_ARGUMENT", 400)
+            .command(name)
+            .naming(fields)
+    });
+    expect_errors(&mut client, &cases).await;
 }
 
 #[tokio::test]
 async fn an_unknown_command() {
     let server = TestServer::start().await;
     let mut client = server.connect().await;
-    let frame = client.send_command("frobnicate", json!({})).await;
-    let err = client.recv().await;
-    assert_error(
-        &err,
-        "UNKNOWN_COMMAND",
-        Some(&frame["id"]),
-        Some("frobnicate"),
-    );
-    still_alive(&mut client).await;
+    let cases = [
+        Case::json(command("frobnicate", json!({})), "UNKNOWN_COMMAND", 404).command("frobnicate"),
+    ];
+    expect_errors(&mut client, &cases).await;
 }
 
 // ---- FORBIDDEN, UNAUTHORIZED at the upgrade ----------------------------------
@@ -358,8 +415,7 @@ async fn clients_cannot_send_system_envelopes() {
         "system",
         json!({"room": "r", "channel": "c", "payload": {"event": "fake"}}),
     );
-    let err = rejected(&mut client, &frame).await;
-    assert_error(&err, "FORBIDDEN", Some(&frame["id"]), None);
+    expect_error(&mut client, &Case::json(frame, "FORBIDDEN", 403)).await;
     other.expect_silence(QUIET).await;
 }
 
@@ -462,18 +518,15 @@ async fn channels_that_do_not_exist() {
     let server = TestServer::start().await;
     let mut client = server.connect().await;
 
-    // Publishing: the channel check comes before the membership check.
-    let frame = client.publish("nowhere", "void", json!({})).await;
-    let err = client.recv().await;
-    assert_error(&err, "CHANNEL_NOT_FOUND", Some(&frame["id"]), None);
-
-    for command in ["leave_channel", "channel_info", "delete_channel"] {
-        let frame = client
-            .send_command(command, json!({"room": "nowhere", "channel": "void"}))
-            .await;
-        let err = client.recv().await;
-        assert_error(&err, "CHANNEL_NOT_FOUND", Some(&frame["id"]), Some(command));
+    let void = json!({"room": "nowhere", "channel": "void"});
+    let mut cases = vec![
+        // Publishing: the channel check comes before the membership check.
+        Case::json(message(void.clone()), "CHANNEL_NOT_FOUND", 404),
+    ];
+    for name in ["leave_channel", "channel_info", "delete_channel"] {
+        cases.push(Case::json(command(name, void.clone()), "CHANNEL_NOT_FOUND", 404).command(name));
     }
+    expect_errors(&mut client, &cases).await;
 
     let strict = TestServer::with(|b| b.auto_create_channels(false)).await;
     let mut client = strict.connect().await;
@@ -505,16 +558,13 @@ async fn channels_that_do_not_exist() {
 async fn a_room_that_does_not_exist() {
     let server = TestServer::start().await;
     let mut client = server.connect().await;
-    let frame = client
-        .send_command("list_channels", json!({"room": "atlantis"}))
-        .await;
-    let err = client.recv().await;
-    assert_error(
-        &err,
+    let cases = [Case::json(
+        command("list_channels", json!({"room": "atlantis"})),
         "ROOM_NOT_FOUND",
-        Some(&frame["id"]),
-        Some("list_channels"),
-    );
+        404,
+    )
+    .command("list_channels")];
+    expect_errors(&mut client, &cases).await;
 }
 
 #[tokio::test]
@@ -525,8 +575,8 @@ async fn a_target_that_is_not_connected() {
         "message",
         json!({"to_client": "arq_client_ffffffffffffffffffffffffffffffff", "payload": {}}),
     );
-    let err = rejected(&mut client, &frame).await;
-    assert_error(&err, "TARGET_NOT_FOUND", Some(&frame["id"]), None);
+    let cases = [Case::json(frame, "TARGET_NOT_FOUND", 404)];
+    expect_errors(&mut client, &cases).await;
 }
 
 // ---- channel lifecycle: EXISTS, NOT_EMPTY, system channels --------------------

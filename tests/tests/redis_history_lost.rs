@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use arqon_config::{ClusterMode, StorageBackend};
-use arqon_storage::testing::redis_server;
+use arqonbus_tests::redis::redis_server;
 use arqonbus_tests::{TestClient, TestServer, envelope, eventually};
 use serde_json::{Value, json};
 

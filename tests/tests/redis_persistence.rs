@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use arqon_config::{Config, StorageBackend, StorageMode};
-use arqon_storage::testing::{RedisServer, durable_redis_server, redis_server};
+use arqonbus_tests::redis::{RedisServer, durable_redis_server, redis_server};
 use arqonbus_tests::{TestClient, TestServer, envelope, eventually, http_get};
 use serde_json::{Value, json};
 

@@ -1,7 +1,7 @@
 //! The subcommands: connect, do one thing, write the result.
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arqon_client::{
     ChannelKey, ChannelMessage, Client, ClientError, ClientId, ConnectOptions, GapReport,
@@ -10,6 +10,7 @@ use arqon_client::{
 use clap::CommandFactory;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::cli::{Cli, Command, Global, Shell};
 use crate::output::{Output, plain};

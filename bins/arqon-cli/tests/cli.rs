@@ -159,12 +159,15 @@ impl Running {
                 .unwrap()
                 .success()
         );
-        let deadline = std::time::Instant::now() + WAIT;
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code();
             }
-            assert!(std::time::Instant::now() < deadline, "no exit after SIGINT");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no exit after SIGINT"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -353,13 +356,13 @@ fn tail_follows_the_telemetry_channel_filtered_by_event_type() {
     let bus = Bus::start();
     let tail = Running::spawn(bus.arqon(&["tail", "--events", "channel_joined,channel_left"]));
     // Wait until the tail has joined: its own join is in `status`.
-    let deadline = std::time::Instant::now() + WAIT;
+    let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let status = json_lines(&run(&mut bus.arqon(&["status"])));
         if status[0]["participants"]["channels"]["integriguard:telemetry-stream"] == 1 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "tail never joined");
+        assert!(tokio::time::Instant::now() < deadline, "tail never joined");
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_exit(&run(&mut bus.arqon(&["pub", "t:x", "{}"])), 0);

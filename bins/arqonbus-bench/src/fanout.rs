@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arqon_client::{Client, ClientEvent, ConnectOptions, ReconnectPolicy};
 use clap::Args;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::{Common, FileLimit, Notes, Progress, connection_report, open_many};
@@ -393,7 +394,7 @@ async fn stalled_endings(stalled: Vec<conn::Ws>) -> Value {
         return Value::Null;
     }
     let count = stalled.len();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(3);
     let endings = futures_util::future::join_all(stalled.into_iter().map(|mut ws| async move {
         loop {
             match tokio::time::timeout_at(deadline, ws.next()).await {

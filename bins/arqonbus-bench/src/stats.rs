@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 /// The bench's one monotonic clock: every latency is `now - sent`, both
 /// read from here, in nanoseconds since the bench started.

@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
@@ -29,15 +30,18 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// their own tasks.)
 const HTTP_DRAIN: Duration = Duration::from_millis(500);
 
-/// Accepts connections until `stop` is cancelled. With `tls`, the TLS
-/// handshake and then the HTTP request must both arrive within
-/// `handshake_timeout` of the connection opening; a failed or late TLS
-/// handshake is logged at debug and the connection dropped.
+/// Accepts connections until `stop` is cancelled, each served in a task on
+/// `tasks` (which shutdown waits for: after `stop`, a connection finishes
+/// its request within [`HTTP_DRAIN`]). With `tls`, the TLS handshake and
+/// then the HTTP request must both arrive within `handshake_timeout` of the
+/// connection opening; a failed or late TLS handshake is logged at debug
+/// and the connection dropped.
 pub async fn accept_loop(
     listener: TcpListener,
     router: axum::Router,
     tls: Option<Acceptor>,
     handshake_timeout: Duration,
+    tasks: TaskTracker,
     stop: CancellationToken,
 ) {
     loop {
@@ -59,10 +63,10 @@ pub async fn accept_loop(
         let router = router.clone();
         let stop = stop.clone();
         let Some(tls) = tls.clone() else {
-            tokio::spawn(serve_http(stream, peer, router, handshake_timeout, stop));
+            tasks.spawn(serve_http(stream, peer, router, handshake_timeout, stop));
             continue;
         };
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let handshake = tokio::time::timeout(handshake_timeout, tls.inner().accept(stream));
             let stream = tokio::select! {
                 () = stop.cancelled() => return,

@@ -19,7 +19,6 @@
 //! `INVALID_ARGUMENT` naming every one.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use arqon_commands::auth::api_key_matches;
 use arqon_commands::{CommandError, Ctx, Dispatched, dispatch};
@@ -36,6 +35,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
+use tokio::time::Instant;
 
 use crate::app::App;
 

@@ -53,6 +53,7 @@ use arqon_telemetry::metrics::{PrometheusHandle, UPKEEP_INTERVAL, run_upkeep};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::info;
 
 pub use app::{BUILD_DATE, GIT_COMMIT, VERSION};
@@ -232,27 +233,29 @@ impl Server {
         }
         let stop_accepting = CancellationToken::new();
         let stop_background = CancellationToken::new();
-        let background = [
-            tokio::spawn(telemetry::forward_to_channels(
-                app.clone(),
-                stop_background.clone(),
-            )),
-            tokio::spawn(telemetry::emit_stats(app.clone(), stop_background.clone())),
-            tokio::spawn(telemetry::report_storage(
-                app.clone(),
-                stop_background.clone(),
-            )),
-            tokio::spawn(restart_lost_epochs(app.clone(), stop_background.clone())),
-        ];
+        // The background loops, the accept loops and their plain-HTTP
+        // connections; shutdown waits for all of them. (WebSocket
+        // connections are on `app.tasks`, drained first.)
+        let background = TaskTracker::new();
+        background.spawn(telemetry::forward_to_channels(
+            app.clone(),
+            stop_background.clone(),
+        ));
+        background.spawn(telemetry::emit_stats(app.clone(), stop_background.clone()));
+        background.spawn(telemetry::report_storage(
+            app.clone(),
+            stop_background.clone(),
+        ));
+        background.spawn(restart_lost_epochs(app.clone(), stop_background.clone()));
         if let Some(ttl) = app.config.routing.empty_channel_ttl {
-            tokio::spawn(reclaim_idle_channels(
+            background.spawn(reclaim_idle_channels(
                 app.clone(),
                 ttl,
                 stop_background.clone(),
             ));
         }
         if let Some(handle) = app.metrics.clone() {
-            tokio::spawn(run_upkeep(
+            background.spawn(run_upkeep(
                 handle,
                 UPKEEP_INTERVAL,
                 stop_background.clone().cancelled_owned(),
@@ -260,15 +263,15 @@ impl Server {
         }
         let handshake_timeout = app.config.server.handshake_timeout;
 
-        let mut loops = Vec::new();
-        let mut listen = |listener: TcpListener, router: axum::Router| {
-            loops.push(tokio::spawn(accept::accept_loop(
+        let listen = |listener: TcpListener, router: axum::Router| {
+            background.spawn(accept::accept_loop(
                 listener,
                 router,
                 tls.clone(),
                 handshake_timeout,
+                background.clone(),
                 stop_accepting.clone(),
-            )));
+            ));
         };
         listen(self.bus, http::bus_router(app.clone()));
         if let Some(listener) = self.telemetry {
@@ -300,14 +303,14 @@ impl Server {
         }
         stop_accepting.cancel();
         stop_background.cancel();
-        for task in loops.into_iter().chain(background) {
-            let _ = task.await;
-        }
+        background.close();
+        background.wait().await;
         // The bus's own tasks (the backplane's, and publishes still waiting
-        // on it) end with it.
+        // on it) end with it; then the storage's.
         if !app.bus.stop_tasks(ABORT_WAIT).await {
             tracing::warn!("background tasks still running after shutdown");
         }
+        app.bus.storage().close().await;
         info!("ArqonBus stopped");
         Ok(())
     }

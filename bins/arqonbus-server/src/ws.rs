@@ -83,13 +83,8 @@ const READ_BUFFER_BYTES: usize = 1024;
 /// Frames are buffered up to this size before a socket write; the writer
 /// flushes after each batch anyway.
 const WRITE_BUFFER_BYTES: usize = 32 * 1024;
-/// How long the server waits for a client's reply to its close frame.
-const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(1);
 /// How long a close frame may take to write before the socket is dropped.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long the server gives a client, after the client's own close frame,
-/// to see the echo before the TCP connection goes.
-const CLOSE_ECHO_WAIT: Duration = Duration::from_secs(1);
 
 /// A refused upgrade: HTTP status plus a JSON body naming the problem
 /// (`{"error", "field", "message"}`).
@@ -392,21 +387,25 @@ async fn serve(
         ReaderEnd::ServerClosing if !stalled => {
             // Complete the closing handshake: give the client a moment to
             // answer our close frame before the TCP connection goes.
-            let _ = Box::pin(tokio::time::timeout(CLOSE_REPLY_WAIT, async {
-                while let Some(Ok(message)) = stream.next().await {
-                    if matches!(message, Message::Close(_)) {
-                        break;
+            let _ = Box::pin(tokio::time::timeout(
+                app.config.server.close_timeout,
+                async {
+                    while let Some(Ok(message)) = stream.next().await {
+                        if matches!(message, Message::Close(_)) {
+                            break;
+                        }
                     }
-                }
-            }))
+                },
+            ))
             .await;
         }
         ReaderEnd::PeerClosed(_) => {
             // The echo is written; RFC 6455 lets the client close the TCP
             // connection first, which browsers take as a clean close.
-            let _ = Box::pin(tokio::time::timeout(CLOSE_ECHO_WAIT, async {
-                while let Some(Ok(_)) = stream.next().await {}
-            }))
+            let _ = Box::pin(tokio::time::timeout(
+                app.config.server.close_timeout,
+                async { while let Some(Ok(_)) = stream.next().await {} },
+            ))
             .await;
         }
         ReaderEnd::ServerClosing | ReaderEnd::PeerGone(_) => {}

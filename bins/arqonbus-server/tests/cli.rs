@@ -41,9 +41,9 @@ fn run_refused(command: &mut Command) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn arqonbus-server");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while child.try_wait().expect("try_wait").is_none() {
-        if std::time::Instant::now() > deadline {
+        if tokio::time::Instant::now() > deadline {
             child.kill().expect("kill");
             break;
         }

@@ -15,8 +15,11 @@
 //!    higher `seq`: page through `history after_seq=<last>` and deliver
 //!    what it returns, marked `replayed`. A different epoch: the history
 //!    restarted, nothing can be recovered;
-//! 4. deliver a [`GapReport`], then the buffered live messages (skipping
+//! 4. deliver a [`GapReport`](crate::GapReport), then the buffered live messages (skipping
 //!    any `seq` already delivered).
+//!
+//! Steps 2-4 are the state machine in [`resync`](crate::resync); this task
+//! sends its requests and delivers what it hands back.
 //!
 //! A reconnect is not attempted after a permanent refusal (HTTP 400, 401,
 //! 403) or close code 4000 / 4003: the task ends with a [`StopReason`].
@@ -44,9 +47,10 @@ use tracing::{debug, warn};
 
 use crate::error::{ClientError, ServerError, StopReason};
 use crate::options::{ConnectOptions, Identity};
+use crate::resync::{Next, Position, Resync};
 use crate::types::{
-    ChannelMessage, ClientEvent, DirectMessage, GapFill, GapReport, History, Joined, LagReport,
-    PresenceEvent, Recovery, SubscriptionEvent, Welcome,
+    ChannelMessage, ClientEvent, DirectMessage, History, Joined, LagReport, PresenceEvent,
+    Recovery, SubscriptionEvent, Welcome,
 };
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -56,8 +60,6 @@ pub(crate) type JoinReply =
 
 /// Largest `history` page the server allows.
 const HISTORY_PAGE: u64 = 1000;
-/// Live messages buffered per channel while its gap is being filled.
-const RESYNC_BUFFER: usize = 65_536;
 /// Seqs remembered per channel as skipped by live delivery (dropped by the
 /// server), for [`ConnectOptions::refill_on_lag`].
 const MISSING_CAP: usize = 65_536;
@@ -142,24 +144,13 @@ enum Pending {
     Ignore,
 }
 
-struct Resync {
-    from_seq: u64,
-    target: u64,
-    recovered: u64,
-    old_epoch: Option<String>,
-    new_epoch: Option<String>,
-    epoch_changed: bool,
-    complete: bool,
-    via: GapFill,
-    buffer: VecDeque<Envelope>,
-}
-
 struct ChannelState {
     tx: mpsc::Sender<SubscriptionEvent>,
     /// Whether the server confirmed the join (only those are re-joined).
     confirmed: bool,
-    last_seq: u64,
-    epoch: Option<String>,
+    /// The last delivered `seq` and its epoch.
+    position: Position,
+    /// The gap fill after a reconnect, while it runs.
     resync: Option<Resync>,
     /// Whether the join asked for presence events (kept on re-joins).
     presence: bool,
@@ -520,8 +511,7 @@ impl Driver {
                 let state = self.channels.entry(key.clone()).or_insert(ChannelState {
                     tx: tx.clone(),
                     confirmed: false,
-                    last_seq: 0,
-                    epoch: None,
+                    position: Position::default(),
                     resync: None,
                     presence,
                     join_id: id.clone(),
@@ -721,26 +711,26 @@ impl Driver {
         // What this refill read through (the channel's `last_seq` when the
         // server read it): skipped seqs up to it that are still missing are
         // no longer in history. An unusable reply gives up on all of them.
-        let mut covered = state.last_seq;
+        let mut covered = state.position.last_seq;
         if let Some(history) = history
-            && history.epoch == state.epoch
+            && history.epoch == state.position.epoch
         {
             covered = history.last_seq;
             let mut page_max = None;
             for envelope in history.messages {
                 let Some(seq) = envelope.seq else { continue };
                 page_max = Some(seq);
-                let fresh = seq > state.last_seq;
+                let fresh = seq > state.position.last_seq;
                 if !fresh && !state.missing.remove(&seq) {
                     continue;
                 }
                 if fresh {
-                    for lost in state.last_seq + 1..seq {
+                    for lost in state.position.last_seq + 1..seq {
                         if state.missing.len() < MISSING_CAP {
                             state.missing.insert(lost);
                         }
                     }
-                    state.last_seq = seq;
+                    state.position.last_seq = seq;
                 }
                 if !state.tx.is_closed() {
                     let message = ChannelMessage::from_envelope(key.clone(), envelope, true);
@@ -776,11 +766,7 @@ impl Driver {
             return;
         };
         if let Some(resync) = &mut state.resync {
-            if resync.buffer.len() < RESYNC_BUFFER {
-                resync.buffer.push_back(envelope);
-            } else {
-                resync.complete = false;
-            }
+            resync.buffer(envelope);
             return;
         }
         deliver_live(state, key, envelope, self.opts.refill_on_lag).await;
@@ -824,14 +810,17 @@ impl Driver {
                             if recovery.recovered == Some(true) {
                                 // Asked for with `JoinOptions::recover`:
                                 // the missed messages come first.
-                                state.epoch.clone_from(&joined.epoch);
-                                deliver_recovered(state, &key, recovery.publications).await;
+                                state.position.epoch.clone_from(&joined.epoch);
+                                let recovered = state.position.unseen(recovery.publications);
+                                deliver_replayed(state, &key, recovered).await;
                             }
-                            if state.epoch.is_none() || state.epoch != joined.epoch {
-                                state.epoch.clone_from(&joined.epoch);
-                                state.last_seq = joined.seq;
+                            if state.position.epoch.is_none()
+                                || state.position.epoch != joined.epoch
+                            {
+                                state.position.epoch.clone_from(&joined.epoch);
+                                state.position.last_seq = joined.seq;
                             } else {
-                                state.last_seq = state.last_seq.max(joined.seq);
+                                state.position.last_seq = state.position.last_seq.max(joined.seq);
                             }
                         }
                     }
@@ -890,42 +879,20 @@ impl Driver {
         let Some(state) = self.channels.get_mut(&key) else {
             return;
         };
-        let same_epoch = state.epoch.is_some() && state.epoch == joined.epoch;
-        if let Some(resync) = &mut state.resync {
-            resync.target = joined.seq;
-            resync.new_epoch.clone_from(&joined.epoch);
-            if !same_epoch {
-                resync.epoch_changed = true;
-                resync.complete = false;
-            }
-        }
-        if same_epoch && recovery.recovered == Some(true) {
-            // SPEC §14: the reply holds exactly the missed messages.
-            let before = state.last_seq;
-            let delivered = deliver_recovered(state, &key, recovery.publications).await;
-            if let Some(resync) = &mut state.resync {
-                resync.recovered += delivered;
-                if joined.seq > before {
-                    resync.via = GapFill::Recovery;
-                }
-            }
-            let filled = state.last_seq >= joined.seq;
-            self.finish_resync(key, filled).await;
+        let Some(resync) = &mut state.resync else {
             return;
+        };
+        let (recovered, next) = resync.on_rejoined(&mut state.position, &joined, recovery);
+        deliver_replayed(state, &key, recovered).await;
+        self.resync_next(key, next).await;
+    }
+
+    /// Does what the gap fill asks next.
+    async fn resync_next(&mut self, key: ChannelKey, next: Next) {
+        match next {
+            Next::ReadHistory { after_seq, wanted } => self.request_history(key, after_seq, wanted),
+            Next::Finish { filled } => self.finish_resync(key, filled).await,
         }
-        if same_epoch && joined.seq > state.last_seq {
-            if let Some(resync) = &mut state.resync {
-                resync.via = GapFill::History;
-            }
-            let after = state.last_seq;
-            self.request_history(key, after, joined.seq - after);
-            return;
-        }
-        if !same_epoch {
-            state.epoch = joined.epoch;
-            state.last_seq = joined.seq;
-        }
-        self.finish_resync(key, same_epoch).await;
     }
 
     fn request_history(&mut self, key: ChannelKey, after_seq: u64, wanted: u64) {
@@ -956,41 +923,9 @@ impl Driver {
         let Some(resync) = &mut state.resync else {
             return;
         };
-        if history.epoch.is_some() && history.epoch != state.epoch {
-            // The history restarted between the join and this read.
-            resync.epoch_changed = true;
-            resync.complete = false;
-            resync.new_epoch.clone_from(&history.epoch);
-            state.epoch = history.epoch;
-            state.last_seq = history.last_seq;
-            self.finish_resync(key, false).await;
-            return;
-        }
-        let target = resync.target;
-        let got_any = !history.messages.is_empty();
-        for envelope in history.messages {
-            let Some(seq) = envelope.seq else { continue };
-            if seq <= state.last_seq || seq > target {
-                continue;
-            }
-            if seq != state.last_seq + 1 {
-                // The oldest messages of the gap are no longer stored.
-                resync.complete = false;
-            }
-            state.last_seq = seq;
-            resync.recovered += 1;
-            let message = ChannelMessage::from_envelope(key.clone(), envelope, true);
-            if !state.tx.is_closed() {
-                let _ = state.tx.send(SubscriptionEvent::Message(message)).await;
-            }
-        }
-        if state.last_seq < target && got_any {
-            let after = state.last_seq;
-            self.request_history(key, after, target - after);
-            return;
-        }
-        let filled = state.last_seq >= target;
-        self.finish_resync(key, filled).await;
+        let (filling, next) = resync.on_history(&mut state.position, history);
+        deliver_replayed(state, &key, filling).await;
+        self.resync_next(key, next).await;
     }
 
     async fn finish_resync(&mut self, key: ChannelKey, filled: bool) {
@@ -1000,22 +935,11 @@ impl Driver {
         let Some(resync) = state.resync.take() else {
             return;
         };
-        state.last_seq = state.last_seq.max(resync.target);
-        let report = GapReport {
-            channel: key.clone(),
-            from_seq: resync.from_seq,
-            to_seq: resync.target,
-            recovered: resync.recovered,
-            filled: filled && resync.complete && !resync.epoch_changed,
-            epoch_changed: resync.epoch_changed,
-            old_epoch: resync.old_epoch,
-            new_epoch: resync.new_epoch,
-            via: resync.via,
-        };
+        let (report, buffered) = resync.finish(&key, &mut state.position, filled);
         if !state.tx.is_closed() {
             let _ = state.tx.send(SubscriptionEvent::Gap(report.clone())).await;
         }
-        for envelope in resync.buffer {
+        for envelope in buffered {
             deliver_live(state, key.clone(), envelope, self.opts.refill_on_lag).await;
         }
         self.emit(ClientEvent::Gap(report));
@@ -1119,21 +1043,11 @@ impl Driver {
             let Some(state) = self.channels.get_mut(&key) else {
                 continue;
             };
-            state.resync = Some(Resync {
-                from_seq: state.last_seq + 1,
-                target: state.last_seq,
-                recovered: 0,
-                old_epoch: state.epoch.clone(),
-                new_epoch: None,
-                epoch_changed: false,
-                complete: true,
-                via: GapFill::Nothing,
-                buffer: VecDeque::new(),
-            });
+            state.resync = Some(Resync::start(&state.position));
             let mut args = channel_args(&key);
-            if let Some(epoch) = &state.epoch {
+            if let Some(epoch) = &state.position.epoch {
                 let mut recover = Map::new();
-                recover.insert("seq".into(), state.last_seq.into());
+                recover.insert("seq".into(), state.position.last_seq.into());
                 recover.insert("epoch".into(), epoch.clone().into());
                 args.insert("recover".into(), Value::Object(recover));
             }
@@ -1162,13 +1076,13 @@ impl Driver {
 /// Delivers a live channel message, dropping one already delivered.
 async fn deliver_live(state: &mut ChannelState, key: ChannelKey, envelope: Envelope, track: bool) {
     if let Some(seq) = envelope.seq {
-        if envelope.epoch == state.epoch {
-            if seq <= state.last_seq {
+        if envelope.epoch == state.position.epoch {
+            if seq <= state.position.last_seq {
                 return;
             }
-            if track && state.last_seq > 0 {
+            if track && state.position.last_seq > 0 {
                 // What the server dropped in between, to refill on lag.
-                for lost in state.last_seq + 1..seq {
+                for lost in state.position.last_seq + 1..seq {
                     if state.missing.len() >= MISSING_CAP {
                         break;
                     }
@@ -1176,9 +1090,9 @@ async fn deliver_live(state: &mut ChannelState, key: ChannelKey, envelope: Envel
                 }
             }
         } else if envelope.epoch.is_some() {
-            state.epoch.clone_from(&envelope.epoch);
+            state.position.epoch.clone_from(&envelope.epoch);
         }
-        state.last_seq = seq;
+        state.position.last_seq = seq;
     }
     if state.tx.is_closed() {
         return;
@@ -1187,27 +1101,15 @@ async fn deliver_live(state: &mut ChannelState, key: ChannelKey, envelope: Envel
     let _ = state.tx.send(SubscriptionEvent::Message(message)).await;
 }
 
-/// Delivers the `publications` of a recovered join (oldest first), skipping
-/// what was already delivered; returns how many were delivered.
-async fn deliver_recovered(
-    state: &mut ChannelState,
-    key: &ChannelKey,
-    publications: Vec<Envelope>,
-) -> u64 {
-    let mut delivered = 0;
-    for envelope in publications {
-        let Some(seq) = envelope.seq else { continue };
-        if seq <= state.last_seq {
-            continue;
+/// Delivers messages fetched to fill a gap (marked `replayed`).
+async fn deliver_replayed(state: &ChannelState, key: &ChannelKey, messages: Vec<Envelope>) {
+    for envelope in messages {
+        if state.tx.is_closed() {
+            return;
         }
-        state.last_seq = seq;
-        delivered += 1;
-        if !state.tx.is_closed() {
-            let message = ChannelMessage::from_envelope(key.clone(), envelope, true);
-            let _ = state.tx.send(SubscriptionEvent::Message(message)).await;
-        }
+        let message = ChannelMessage::from_envelope(key.clone(), envelope, true);
+        let _ = state.tx.send(SubscriptionEvent::Message(message)).await;
     }
-    delivered
 }
 
 /// The §14 fields of a `join_channel` reply (absent from older servers).

@@ -101,6 +101,7 @@ mod client;
 mod driver;
 mod error;
 mod options;
+mod resync;
 mod types;
 
 pub use arqon_protocol::{

@@ -3,15 +3,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use arqon_client::{Client, ClientType, ErrorCode, HistoryQuery, Identity};
-use common::TestServer;
+use arqonbus_tests::TestServer;
+use arqonbus_tests::client;
 use serde_json::{Map, json};
 
 #[tokio::test]
 async fn ping_and_status() {
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let client = Client::connect(server.options()).await.unwrap();
     let welcome = client.welcome().expect("connected");
     assert!(welcome.client_id.as_str().starts_with("arq_client_"));
@@ -33,7 +32,7 @@ async fn ping_and_status() {
 
 #[tokio::test]
 async fn identify_updates_the_client_record() {
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let client = Client::connect(
         server
             .options()
@@ -58,7 +57,7 @@ async fn identify_updates_the_client_record() {
 
 #[tokio::test]
 async fn join_leave_list_and_info() {
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let client = Client::connect(server.options().screen_name("ada"))
         .await
         .unwrap();
@@ -89,7 +88,7 @@ async fn join_leave_list_and_info() {
 
 #[tokio::test]
 async fn create_and_delete_channels() {
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let admin = Client::connect(server.options()).await.unwrap();
     let mut metadata = Map::new();
     metadata.insert("topic".into(), json!("stars"));
@@ -117,13 +116,13 @@ async fn create_and_delete_channels() {
     let deleted = admin.delete_channel("lab", "one", true).await.unwrap();
     assert!(deleted.deleted);
     assert_eq!(deleted.removed_members, 1);
-    let end = common::within("the subscription ends", sub.next_message()).await;
+    let end = client::within("the subscription ends", sub.next_message()).await;
     assert!(end.is_none());
 }
 
 #[tokio::test]
 async fn history_returns_messages_after_a_seq() {
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let client = Client::connect(server.options()).await.unwrap();
     let _joined = client.join_channel("h", "one").await.unwrap();
     for n in 1..=5 {

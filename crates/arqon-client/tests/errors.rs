@@ -3,20 +3,20 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arqon_client::{Client, ClientError, ClientEvent, ConnectOptions, ErrorCode, ReconnectPolicy};
-use common::{TestServer, within};
+use arqonbus_tests::TestServer;
+use arqonbus_tests::client::within;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, json};
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn server_errors_carry_their_code() {
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let client = Client::connect(server.options()).await.unwrap();
 
     let err = client.leave_channel("nowhere", "none").await.unwrap_err();
@@ -53,7 +53,7 @@ async fn server_errors_carry_their_code() {
 
 #[tokio::test]
 async fn invalid_input_is_refused_before_sending() {
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let client = Client::connect(server.options()).await.unwrap();
     assert!(matches!(
         client.join_channel("bad room", "x").await,
@@ -71,7 +71,7 @@ async fn invalid_input_is_refused_before_sending() {
 
 #[tokio::test]
 async fn a_refused_handshake_reports_the_http_status() {
-    let server = TestServer::with(|b| {
+    let server = TestServer::for_clients(|b| {
         b.set("ARQONBUS_AUTH", "token")
             .unwrap()
             .set("ARQONBUS_ADMIN_TOKEN", "right-token")
@@ -159,7 +159,7 @@ async fn a_request_without_reply_times_out() {
 
 #[tokio::test]
 async fn a_closed_client_refuses_calls() {
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let client = Client::connect(server.options().reconnect(ReconnectPolicy::disabled()))
         .await
         .unwrap();
@@ -176,7 +176,7 @@ async fn a_closed_client_refuses_calls() {
 
 #[tokio::test]
 async fn without_reconnect_a_dropped_connection_closes_the_client() {
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let client = Client::connect(server.options().reconnect(ReconnectPolicy::disabled()))
         .await
         .unwrap();

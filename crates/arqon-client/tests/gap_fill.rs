@@ -7,13 +7,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use arqon_client::{Client, SubscriptionEvent};
-use common::within;
+use arqonbus_tests::client::{self, within};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -140,7 +138,7 @@ async fn events(stored: Vec<u64>) -> (Vec<(u64, bool)>, arqon_client::GapReport,
         connections: 0,
     }));
     let addr = scripted_server(script).await;
-    let client = Client::connect(common::options(&format!("ws://{addr}/")))
+    let client = Client::connect(client::options(&format!("ws://{addr}/")))
         .await
         .unwrap();
     let mut sub = client.join_channel("g", "c").await.unwrap();

@@ -4,10 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use arqon_client::{Client, ClientEvent, ClientType, Identity};
-use common::{Proxy, TestServer, within};
+use arqonbus_tests::TestServer;
+use arqonbus_tests::client::{self, Proxy, within};
 use serde_json::{Map, Value};
 
 /// This client's record as the `presence` command lists it.
@@ -29,10 +28,10 @@ async fn own_record(client: &Client) -> Value {
 
 #[tokio::test]
 async fn identify_fields_are_sent_again_after_a_reconnect() {
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let proxy = Proxy::start(server.addr).await;
     let client = Client::connect(
-        common::options(&proxy.url())
+        client::options(&proxy.url())
             .client_type(ClientType::AiAgent)
             .screen_name("ada")
             .personality("curious"),

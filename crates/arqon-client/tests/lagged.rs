@@ -5,17 +5,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use arqon_client::{Client, SubscriptionEvent};
 use arqon_config::SlowConsumerPolicy;
-use common::{TestServer, within};
+use arqonbus_tests::TestServer;
+use arqonbus_tests::client::{self, within};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagged_notices_reach_the_subscription() {
     const PUBLISHED: u64 = 6000;
-    let server = TestServer::with(|b| {
+    let server = TestServer::for_clients(|b| {
         b.slow_consumer(SlowConsumerPolicy::Drop)
             .client_queue_bytes(8 * 1024)
             .rate_limit_per_sec(0)
@@ -60,7 +59,7 @@ async fn lagged_notices_reach_the_subscription() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_refill_on_lag_every_dropped_message_comes_back_once() {
     const PUBLISHED: u64 = 6000;
-    let server = TestServer::with(|b| {
+    let server = TestServer::for_clients(|b| {
         b.slow_consumer(SlowConsumerPolicy::Drop)
             .client_queue_bytes(8 * 1024)
             .rate_limit_per_sec(0)
@@ -92,7 +91,7 @@ async fn with_refill_on_lag_every_dropped_message_comes_back_once() {
     let (mut notices, mut replayed) = (0u32, 0u64);
     let mut lags = Vec::new();
     while (seen.len() as u64) < PUBLISHED {
-        let Ok(event) = tokio::time::timeout(common::WAIT, sub.recv()).await else {
+        let Ok(event) = tokio::time::timeout(client::WAIT, sub.recv()).await else {
             let lost: Vec<u64> = (1..=PUBLISHED).filter(|s| !seen.contains(s)).collect();
             panic!(
                 "{} seen; lost {:?}..; lags {lags:?}",

@@ -4,10 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use arqon_client::{Client, JoinOptions, PresenceEvent, Subscription, SubscriptionEvent};
-use common::{TestServer, within};
+use arqonbus_tests::TestServer;
+use arqonbus_tests::client::within;
 
 async fn members(observer: &Client) -> u64 {
     observer
@@ -20,7 +19,7 @@ async fn members(observer: &Client) -> u64 {
 
 #[tokio::test]
 async fn dropping_a_subscription_leaves_the_channel() {
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let client = Client::connect(server.options()).await.unwrap();
     let observer = Client::connect(server.options()).await.unwrap();
     let _watching = observer.join_channel("room", "chan").await.unwrap();
@@ -60,7 +59,7 @@ async fn next_presence(sub: &mut Subscription) -> PresenceEvent {
 
 #[tokio::test]
 async fn presence_events_arrive_on_the_subscription() {
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let watcher = Client::connect(server.options()).await.unwrap();
     let mut sub = watcher
         .join_channel_with("room", "chan", JoinOptions::new().presence(true))

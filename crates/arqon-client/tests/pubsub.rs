@@ -3,15 +3,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use arqon_client::{Client, EnvelopeType, ErrorCode, SubscriptionEvent};
-use common::{TestServer, within};
+use arqonbus_tests::TestServer;
+use arqonbus_tests::client::within;
 use serde_json::{Map, json};
 
 #[tokio::test]
 async fn a_published_message_reaches_the_other_member() {
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let alice = Client::connect(server.options()).await.unwrap();
     let bob = Client::connect(server.options()).await.unwrap();
     let mut alice_sub = alice.join_channel("chat", "general").await.unwrap();
@@ -47,7 +46,7 @@ async fn a_published_message_reaches_the_other_member() {
 
 #[tokio::test]
 async fn acks_report_delivery_and_seq() {
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let alice = Client::connect(server.options()).await.unwrap();
     let bob = Client::connect(server.options()).await.unwrap();
     let carol = Client::connect(server.options()).await.unwrap();
@@ -82,7 +81,7 @@ async fn acks_report_delivery_and_seq() {
 
 #[tokio::test]
 async fn direct_messages_reach_only_their_target() {
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let alice = Client::connect(server.options()).await.unwrap();
     let bob = Client::connect(server.options()).await.unwrap();
     let mut inbox = bob.direct_messages().expect("taken once");
@@ -119,7 +118,7 @@ async fn direct_messages_reach_only_their_target() {
 #[tokio::test]
 async fn subscriptions_are_streams() {
     use futures_util::StreamExt;
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let alice = Client::connect(server.options()).await.unwrap();
     let bob = Client::connect(server.options()).await.unwrap();
     let _joined = alice.join_channel("s", "t").await.unwrap();

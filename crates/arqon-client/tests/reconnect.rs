@@ -6,13 +6,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use arqon_client::{
     Client, ClientEvent, ConnectionState, GapFill, GapReport, ReconnectPolicy, Subscription,
     SubscriptionEvent,
 };
-use common::{Proxy, TestServer, wait_reconnecting, within};
+use arqonbus_tests::TestServer;
+use arqonbus_tests::client::{self, Proxy, wait_reconnecting, within};
 use serde_json::json;
 
 /// Reads the subscription until a gap report, returning the messages'
@@ -41,7 +40,7 @@ async fn next_n(sub: &mut Subscription) -> (u64, u64, bool) {
 
 #[tokio::test]
 async fn after_a_server_restart_the_client_rejoins_and_reports_a_new_epoch() {
-    let first = TestServer::start().await;
+    let first = TestServer::for_clients(|b| b).await;
     let addr = first.addr;
     let client = Client::connect(first.options()).await.unwrap();
     let mut events = client.events().unwrap();
@@ -66,7 +65,7 @@ async fn after_a_server_restart_the_client_rejoins_and_reports_a_new_epoch() {
     // Mid-stream, the server goes away and a new one starts on the port.
     first.stop().await;
     wait_reconnecting(&client).await;
-    let second = TestServer::start_on(addr).await;
+    let second = TestServer::for_clients_on(addr, |b| b).await;
 
     let (before, gap) = until_gap(&mut sub).await;
     assert!(before.is_empty(), "nothing to replay: {before:?}");
@@ -107,9 +106,9 @@ async fn after_a_server_restart_the_client_rejoins_and_reports_a_new_epoch() {
 
 #[tokio::test]
 async fn with_the_same_epoch_the_gap_is_filled_by_recovery() {
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let proxy = Proxy::start(server.addr).await;
-    let client = Client::connect(common::options(&format!("ws://{}/", proxy.addr)))
+    let client = Client::connect(client::options(&format!("ws://{}/", proxy.addr)))
         .await
         .unwrap();
     let mut sub = client.join_channel("gap", "fill").await.unwrap();
@@ -167,9 +166,9 @@ async fn with_the_same_epoch_the_gap_is_filled_by_recovery() {
 
 #[tokio::test]
 async fn requests_during_a_reconnect_fail_fast() {
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let proxy = Proxy::start(server.addr).await;
-    let client = Client::connect(common::options(&format!("ws://{}/", proxy.addr)))
+    let client = Client::connect(client::options(&format!("ws://{}/", proxy.addr)))
         .await
         .unwrap();
     proxy.cut();

@@ -8,8 +8,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -17,7 +15,8 @@ use arqon_client::{
     Client, GapFill, GapReport, JoinOptions, ReconnectPolicy, Subscription, SubscriptionEvent,
 };
 use arqon_config::StorageBackend;
-use common::{Proxy, TestServer, wait_reconnecting, within};
+use arqonbus_tests::TestServer;
+use arqonbus_tests::client::{self, Proxy, wait_reconnecting, within};
 use serde_json::json;
 
 /// Messages (`n`, `seq`, `replayed`) until `count` of them have arrived,
@@ -39,19 +38,19 @@ async fn collect(sub: &mut Subscription, count: usize) -> (Vec<(u64, u64, bool)>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_with_redis_history_loses_and_repeats_nothing() {
-    let Some(redis) = arqon_storage::testing::redis_server() else {
+    let Some(redis) = arqonbus_tests::redis::redis_server() else {
         return;
     };
     let url = redis.url();
     let config = move |b: arqon_config::ConfigBuilder| {
         b.storage(StorageBackend::Redis).redis_url(url.clone())
     };
-    let first = TestServer::with(config.clone()).await;
+    let first = TestServer::for_clients(config.clone()).await;
     let addr = first.addr;
     // The client goes through a proxy, so that it comes back only once the
     // new server has the missed messages.
     let proxy = Proxy::start(addr).await;
-    let client = Client::connect(common::options(&proxy.url()))
+    let client = Client::connect(client::options(&proxy.url()))
         .await
         .unwrap();
     let mut sub = client.join_channel("durable", "feed").await.unwrap();
@@ -78,7 +77,7 @@ async fn a_server_restart_with_redis_history_loses_and_repeats_nothing() {
     wait_reconnecting(&client).await;
     drop(publisher);
     first.stop().await;
-    let second = TestServer::start_on_with(addr, config).await;
+    let second = TestServer::for_clients_on(addr, config).await;
     let publisher = Client::connect(second.options()).await.unwrap();
     let _publishing = publisher.join_channel("durable", "feed").await.unwrap();
     for n in 4..=8 {
@@ -126,9 +125,9 @@ async fn a_server_restart_with_redis_history_loses_and_repeats_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_recovers_while_a_publisher_keeps_publishing() {
     const TOTAL: u64 = 300;
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let proxy = Proxy::start(server.addr).await;
-    let client = Client::connect(common::options(&proxy.url()))
+    let client = Client::connect(client::options(&proxy.url()))
         .await
         .unwrap();
     let mut sub = client.join_channel("busy", "feed").await.unwrap();
@@ -188,7 +187,7 @@ async fn a_dropped_connection_recovers_while_a_publisher_keeps_publishing() {
 
 #[tokio::test]
 async fn join_with_recover_delivers_the_missed_messages_first() {
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let client = Client::connect(server.options()).await.unwrap();
     let first = client.join_channel("again", "feed").await.unwrap();
     let epoch = first.joined().epoch.clone().unwrap();

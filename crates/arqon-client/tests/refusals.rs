@@ -8,8 +8,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -18,7 +16,8 @@ use arqon_client::{
     Client, ClientError, ClientEvent, ConnectionState, StopReason, SubscriptionEvent,
 };
 use arqon_config::AuthMode;
-use common::{Proxy, TestServer, within};
+use arqonbus_tests::TestServer;
+use arqonbus_tests::client::{self, Proxy, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -50,11 +49,11 @@ impl std::error::Error for NoToken {}
 
 #[tokio::test]
 async fn the_token_provider_is_asked_before_every_connection() {
-    let server = TestServer::with(|b| b.auth(AuthMode::Token).admin_token(ADMIN)).await;
+    let server = TestServer::for_clients(|b| b.auth(AuthMode::Token).admin_token(ADMIN)).await;
     let proxy = Proxy::start(server.addr).await;
     let calls = Arc::new(AtomicU32::new(0));
     let counter = calls.clone();
-    let client = Client::connect(common::options(&proxy.url()).token_provider(move || {
+    let client = Client::connect(client::options(&proxy.url()).token_provider(move || {
         let call = counter.fetch_add(1, Ordering::SeqCst);
         async move {
             // The second call fails once: that attempt is retried.
@@ -96,11 +95,11 @@ async fn the_token_provider_is_asked_before_every_connection() {
 
 #[tokio::test]
 async fn a_401_at_reconnect_stops_retrying() {
-    let server = TestServer::with(|b| b.auth(AuthMode::Token).admin_token(ADMIN)).await;
+    let server = TestServer::for_clients(|b| b.auth(AuthMode::Token).admin_token(ADMIN)).await;
     let proxy = Proxy::start(server.addr).await;
     let calls = Arc::new(AtomicU32::new(0));
     let counter = calls.clone();
-    let client = Client::connect(common::options(&proxy.url()).token_provider(move || {
+    let client = Client::connect(client::options(&proxy.url()).token_provider(move || {
         // The first token is good; later ones were revoked.
         let token = if counter.fetch_add(1, Ordering::SeqCst) == 0 {
             ADMIN
@@ -169,7 +168,7 @@ async fn disconnect(addr: SocketAddr, key: &str, client_id: &str) -> String {
 
 #[tokio::test]
 async fn an_operators_disconnect_4003_stops_retrying() {
-    let server = TestServer::with(|b| b.api_key("api-key")).await;
+    let server = TestServer::for_clients(|b| b.api_key("api-key")).await;
     let client = Client::connect(server.options()).await.unwrap();
     let mut events = client.events().unwrap();
     let id = client.client_id().unwrap();
@@ -202,10 +201,10 @@ async fn an_operators_disconnect_4003_stops_retrying() {
 
 #[tokio::test]
 async fn the_first_connection_is_retried_only_when_asked() {
-    let server = TestServer::start().await;
+    let server = TestServer::for_clients(|b| b).await;
     let proxy = Proxy::start(server.addr).await;
     proxy.pause();
-    let err = Client::connect(common::options(&proxy.url()))
+    let err = Client::connect(client::options(&proxy.url()))
         .await
         .unwrap_err();
     assert!(
@@ -216,7 +215,7 @@ async fn the_first_connection_is_retried_only_when_asked() {
     // The token provider counts the attempts.
     let calls = Arc::new(AtomicU32::new(0));
     let counter = calls.clone();
-    let options = common::options(&proxy.url())
+    let options = client::options(&proxy.url())
         .retry_first_connect(true)
         .token_provider(move || {
             counter.fetch_add(1, Ordering::SeqCst);
@@ -237,7 +236,7 @@ async fn the_first_connection_is_retried_only_when_asked() {
     client.ping().await.unwrap();
 
     // A permanent refusal is not retried.
-    let guarded = TestServer::with(|b| b.auth(AuthMode::Token).admin_token(ADMIN)).await;
+    let guarded = TestServer::for_clients(|b| b.auth(AuthMode::Token).admin_token(ADMIN)).await;
     let err = Client::connect(guarded.options().token("wrong").retry_first_connect(true))
         .await
         .unwrap_err();

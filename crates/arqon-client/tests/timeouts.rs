@@ -3,12 +3,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
 use arqon_client::{Client, ClientError};
-use common::within;
+use arqonbus_tests::client::{self, within};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -41,7 +39,7 @@ async fn a_handle_with_its_own_timeout_gives_up_at_it() {
     let url = silent_server().await;
     // A default far beyond the test's patience: only the override can end
     // the call in time.
-    let client = Client::connect(common::options(&url).request_timeout(Duration::from_secs(600)))
+    let client = Client::connect(client::options(&url).request_timeout(Duration::from_secs(600)))
         .await
         .unwrap();
     assert_eq!(client.timeout(), Duration::from_secs(600));

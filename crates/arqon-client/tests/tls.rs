@@ -6,15 +6,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use arqon_client::{CertificateDer, Client, ClientError, ClientEvent};
 use arqon_config::Config;
-use common::{options, within};
+use arqonbus_tests::client::{options, within};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

@@ -227,7 +227,7 @@ impl Session {
 
     /// Handles one text frame.
     pub fn on_text(&mut self, text: &str) -> Flow {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         self.count_inbound();
         let decoded = decode(text);
         if let Err(flow) = self.take_token(|| match &decoded {
@@ -328,7 +328,7 @@ impl Session {
         )
     }
 
-    fn on_publish(&mut self, publish: Publish, started: std::time::Instant) -> Flow {
+    fn on_publish(&mut self, publish: Publish, started: tokio::time::Instant) -> Flow {
         let router = self.bus.router();
         if let Target::Channel(key) = &publish.target {
             if !self.client.may_access(key) {
@@ -460,7 +460,7 @@ impl Session {
         Flow::Continue
     }
 
-    fn on_command(&mut self, request: &CommandRequest, started: std::time::Instant) -> Flow {
+    fn on_command(&mut self, request: &CommandRequest, started: tokio::time::Instant) -> Flow {
         let ctx = Ctx {
             bus: &self.bus,
             client: &self.client,
@@ -704,7 +704,7 @@ fn executed(
     client_id: &ClientId,
     command: &str,
     status: CommandStatus,
-    started: std::time::Instant,
+    started: tokio::time::Instant,
 ) {
     let elapsed = started.elapsed();
     arqon_telemetry::metrics::command_duration(command, elapsed);

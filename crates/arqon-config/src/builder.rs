@@ -131,6 +131,8 @@ impl ConfigBuilder {
         write_timeout(Duration) => WRITE_TIMEOUT_SECS, |c, v| c.server.write_timeout = v;
         /// How long a busy connection may hold channel messages to batch them.
         write_coalesce(Duration) => WRITE_COALESCE_MS, |c, v| c.server.write_coalesce = v;
+        /// Each step of a WebSocket close handshake may take this long.
+        close_timeout(Duration) => CLOSE_TIMEOUT_MS, |c, v| c.server.close_timeout = v;
         /// Concurrent telemetry connections.
         telemetry_max_connections(usize) => TELEMETRY_MAX_CONNECTIONS, |c, v| c.server.telemetry_max_connections = v;
         /// Browser origins allowed besides same-origin ones.
@@ -183,6 +185,10 @@ impl ConfigBuilder {
         history_ttl(Option<Duration>) => HISTORY_TTL_SECS, |c, v| c.storage.history_ttl = v;
         /// Messages buffered in memory while waiting for Redis.
         storage_buffer_messages(usize) => STORAGE_BUFFER_MESSAGES, |c, v| c.storage.buffer_messages = v;
+        /// Wait for a Redis connection.
+        redis_connect_timeout(Duration) => REDIS_CONNECT_TIMEOUT_MS, |c, v| c.storage.redis_connect_timeout = v;
+        /// Wait for a Redis command before the connection counts as broken.
+        redis_command_timeout(Duration) => REDIS_COMMAND_TIMEOUT_MS, |c, v| c.storage.redis_command_timeout = v;
         /// Authentication mode.
         auth(AuthMode) => AUTH, |c, v| c.auth.mode = v;
         /// Admin token (`auth=token`).

@@ -43,7 +43,7 @@ impl KeySpec {
     }
 
     /// All names: canonical first, then aliases.
-    pub(crate) fn names(&self) -> impl Iterator<Item = &'static str> {
+    pub fn names(&self) -> impl Iterator<Item = &'static str> {
         std::iter::once(self.env).chain(self.aliases.iter().copied())
     }
 }
@@ -70,6 +70,7 @@ pub(crate) mod names {
     pub(crate) const SHUTDOWN_GRACE_SECS: &str = "ARQONBUS_SHUTDOWN_GRACE_SECS";
     pub(crate) const WRITE_TIMEOUT_SECS: &str = "ARQONBUS_WRITE_TIMEOUT_SECS";
     pub(crate) const WRITE_COALESCE_MS: &str = "ARQONBUS_WRITE_COALESCE_MS";
+    pub(crate) const CLOSE_TIMEOUT_MS: &str = "ARQONBUS_CLOSE_TIMEOUT_MS";
     pub(crate) const TELEMETRY_MAX_CONNECTIONS: &str = "ARQONBUS_TELEMETRY_MAX_CONNECTIONS";
     pub(crate) const ALLOWED_ORIGINS: &str = "ARQONBUS_ALLOWED_ORIGINS";
     pub(crate) const TLS_CERT: &str = "ARQONBUS_TLS_CERT";
@@ -96,6 +97,8 @@ pub(crate) mod names {
     pub(crate) const REDIS_STREAM_MAXLEN: &str = "ARQONBUS_REDIS_STREAM_MAXLEN";
     pub(crate) const HISTORY_TTL_SECS: &str = "ARQONBUS_HISTORY_TTL_SECS";
     pub(crate) const STORAGE_BUFFER_MESSAGES: &str = "ARQONBUS_STORAGE_BUFFER_MESSAGES";
+    pub(crate) const REDIS_CONNECT_TIMEOUT_MS: &str = "ARQONBUS_REDIS_CONNECT_TIMEOUT_MS";
+    pub(crate) const REDIS_COMMAND_TIMEOUT_MS: &str = "ARQONBUS_REDIS_COMMAND_TIMEOUT_MS";
     pub(crate) const AUTH: &str = "ARQONBUS_AUTH";
     pub(crate) const ADMIN_TOKEN: &str = "ARQONBUS_ADMIN_TOKEN";
     pub(crate) const JWT_SECRET: &str = "ARQONBUS_JWT_SECRET";
@@ -219,6 +222,13 @@ pub const KEYS: &[KeySpec] = &[
         None,
         "10",
         "Milliseconds a busy connection may hold channel messages to send them in one write (0 = off).",
+    ),
+    key(
+        CLOSE_TIMEOUT_MS,
+        &[],
+        None,
+        "1000",
+        "Milliseconds the server waits for each step of a WebSocket close handshake before dropping the TCP connection.",
     ),
     key(
         TELEMETRY_MAX_CONNECTIONS,
@@ -401,6 +411,20 @@ pub const KEYS: &[KeySpec] = &[
         None,
         "100000",
         "Messages held in memory while waiting to be written to Redis; beyond it new ones are dropped from history and counted.",
+    ),
+    key(
+        REDIS_CONNECT_TIMEOUT_MS,
+        &[],
+        None,
+        "2000",
+        "Milliseconds to wait for a Redis connection, at startup and on each reconnect.",
+    ),
+    key(
+        REDIS_COMMAND_TIMEOUT_MS,
+        &[],
+        None,
+        "5000",
+        "Milliseconds to wait for a Redis command or pipeline before the connection counts as broken.",
     ),
     key(
         AUTH,

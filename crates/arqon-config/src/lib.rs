@@ -64,6 +64,3 @@ pub use types::{
     RoutingConfig, Secret, ServerConfig, SlowConsumerPolicy, StorageBackend, StorageConfig,
     StorageMode, TelemetryConfig, TlsConfig, redact_url,
 };
-
-#[cfg(test)]
-mod tests;

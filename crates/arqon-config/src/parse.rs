@@ -253,6 +253,7 @@ pub(crate) fn apply(
         SHUTDOWN_GRACE_SECS => server.shutdown_grace = input.secs()?,
         WRITE_TIMEOUT_SECS => server.write_timeout = input.secs()?,
         WRITE_COALESCE_MS => server.write_coalesce = input.millis()?,
+        CLOSE_TIMEOUT_MS => server.close_timeout = input.millis()?,
         TELEMETRY_MAX_CONNECTIONS => server.telemetry_max_connections = input.uint(EXPECT_UINT)?,
         ALLOWED_ORIGINS => server.allowed_origins = input.list(EXPECT_ORIGINS)?,
         TLS_CERT => server.tls_cert = input.optional_path()?,
@@ -293,6 +294,8 @@ pub(crate) fn apply(
             storage.history_ttl = (!ttl.is_zero()).then_some(ttl);
         }
         STORAGE_BUFFER_MESSAGES => storage.buffer_messages = input.uint(EXPECT_UINT)?,
+        REDIS_CONNECT_TIMEOUT_MS => storage.redis_connect_timeout = input.millis()?,
+        REDIS_COMMAND_TIMEOUT_MS => storage.redis_command_timeout = input.millis()?,
         AUTH => config.auth.mode = input.choice(AuthMode::parse, "one of none, token, jwt")?,
         ADMIN_TOKEN => config.auth.admin_token = input.secret()?,
         JWT_SECRET => config.auth.jwt_secret = input.secret()?,

@@ -61,6 +61,10 @@ pub struct ServerConfig {
     /// them in one socket write, when it wrote less than this long ago;
     /// zero writes every batch at once.
     pub write_coalesce: Duration,
+    /// How long each step of a WebSocket close handshake may take: the
+    /// client's reply to the server's close frame, or the client seeing the
+    /// echo of its own, before the TCP connection is dropped.
+    pub close_timeout: Duration,
     /// Concurrent telemetry connections; beyond it upgrades get HTTP 503.
     pub telemetry_max_connections: usize,
     /// Browser origins allowed besides same-origin and no-Origin upgrades
@@ -113,6 +117,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             write_coalesce: Duration::from_millis(10),
+            close_timeout: Duration::from_secs(1),
             telemetry_max_connections: 100,
             allowed_origins: Vec::new(),
             tls_cert: None,
@@ -226,6 +231,11 @@ pub struct StorageConfig {
     /// Redis (while it is slow or unreachable); beyond it, messages are
     /// delivered but dropped from history, and counted.
     pub buffer_messages: usize,
+    /// Wait for a Redis connection, at startup and on each reconnect.
+    pub redis_connect_timeout: Duration,
+    /// Wait for a Redis command or pipeline before the connection counts
+    /// as broken.
+    pub redis_command_timeout: Duration,
 }
 
 impl Default for StorageConfig {
@@ -240,6 +250,8 @@ impl Default for StorageConfig {
             redis_stream_maxlen: 10_000,
             history_ttl: Some(Duration::from_secs(86_400)),
             buffer_messages: 100_000,
+            redis_connect_timeout: Duration::from_secs(2),
+            redis_command_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -508,3 +520,14 @@ spelled_enum!(StorageMode { Degraded => "degraded", Strict => "strict" });
 spelled_enum!(AuthMode { None => "none", Token => "token", Jwt => "jwt" });
 spelled_enum!(ClusterMode { None => "none", Redis => "redis" });
 spelled_enum!(LogFormat { Text => "text", Json => "json" });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_parse_case_insensitively() {
+        assert_eq!(StorageBackend::parse("REDIS"), Some(StorageBackend::Redis));
+        assert_eq!(AuthMode::parse("bearer"), None);
+    }
+}

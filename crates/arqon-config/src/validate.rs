@@ -51,6 +51,7 @@ const NODE_ID_RULE: &str = "1-64 characters of [A-Za-z0-9_.:-]";
 const HOST_RULE: &str = "a host name or IP address";
 const AT_LEAST_ONE: &str = "an integer of at least 1";
 const AT_LEAST_ONE_SEC: &str = "a whole number of seconds of at least 1";
+const AT_LEAST_ONE_MS: &str = "a whole number of milliseconds of at least 1";
 const REDIS_URL_RULE: &str =
     "a URL such as redis://host:port, rediss://… or redis-cluster://host:port,…";
 const ORIGIN_RULE: &str = "an origin such as https://app.example.com or http://localhost:8080, a host wildcard such as https://*.example.com, or *";
@@ -84,6 +85,13 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
             Ok(())
         }
     };
+    let positive_millis = |env: &'static str, value: Duration| {
+        if value.is_zero() {
+            invalid(env, "0".to_owned(), AT_LEAST_ONE_MS)
+        } else {
+            Ok(())
+        }
+    };
 
     let server = &config.server;
     for (env, host) in [
@@ -108,6 +116,7 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
             "a whole number of milliseconds from 0 to 1000",
         );
     }
+    positive_millis(CLOSE_TIMEOUT_MS, server.close_timeout)?;
     at_least_one(
         TELEMETRY_MAX_CONNECTIONS,
         widen(server.telemetry_max_connections),
@@ -161,6 +170,8 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
             "None for \"never\", or at least 1 second",
         );
     }
+    positive_millis(REDIS_CONNECT_TIMEOUT_MS, storage.redis_connect_timeout)?;
+    positive_millis(REDIS_COMMAND_TIMEOUT_MS, storage.redis_command_timeout)?;
 
     let auth = &config.auth;
     // Set but blank is a mistake in every auth mode (SPEC §18).
@@ -200,13 +211,7 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
             return invalid(env, channel.clone(), CHANNEL_RULE);
         }
     }
-    if telemetry.stats_interval.is_zero() {
-        return invalid(
-            TELEMETRY_STATS_INTERVAL_MS,
-            "0".to_owned(),
-            "a whole number of milliseconds of at least 1",
-        );
-    }
+    positive_millis(TELEMETRY_STATS_INTERVAL_MS, telemetry.stats_interval)?;
 
     let cluster = &config.cluster;
     if cluster.mode == ClusterMode::Redis && storage.backend != StorageBackend::Redis {

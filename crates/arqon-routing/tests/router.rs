@@ -7,10 +7,13 @@ use std::sync::Arc;
 
 use arqon_config::{RoutingConfig, SlowConsumerPolicy};
 use arqon_protocol::{ChannelKey, ClientId, Envelope, EnvelopeType, ErrorCode, RawJson};
-use arqon_routing::{Batch, Client, JoinOptions, Profile, Publisher, Role, Router, RoutingError};
+use arqon_routing::{
+    Batch, ChannelSpec, Client, JoinOptions, Profile, Publisher, Role, Router, RoutingError,
+};
 use bytes::Bytes;
 use serde_json::Value;
 use serde_json::value::RawValue;
+use tokio::time::Duration;
 
 fn client_with_queue(bytes: usize) -> Arc<Client> {
     Arc::new(Client::new(
@@ -655,4 +658,42 @@ fn a_message_the_join_reply_covered_is_not_delivered_after_it() {
     };
     assert_eq!(seqs(&old), [Value::from(5), Value::from(6)]);
     assert_eq!(seqs(&joiner), [Value::from(6)]);
+}
+
+/// An auto-created channel goes once it has been empty for the TTL, not a
+/// moment before; a member coming back starts the count again; a created
+/// channel stays (SPEC §18). On paused time, so the TTL is exact.
+#[tokio::test(start_paused = true)]
+async fn idle_auto_created_channels_go_after_exactly_their_ttl() {
+    let ttl = Duration::from_secs(600);
+    let tick = Duration::from_millis(1);
+    let router = router();
+    let member = client();
+    let idle = key("r:idle");
+    router.join(&member, &idle).expect("join creates it");
+    router
+        .create_channel(key("r:made"), ChannelSpec::default())
+        .expect("create");
+    router.leave(&member, &idle).expect("leave");
+
+    tokio::time::advance(ttl - tick).await;
+    assert!(router.delete_idle_channels(ttl).is_empty(), "not yet");
+    router.join(&member, &idle).expect("join");
+    router.leave(&member, &idle).expect("leave");
+    tokio::time::advance(tick).await;
+    assert!(
+        router.delete_idle_channels(ttl).is_empty(),
+        "the count started again at the leave"
+    );
+
+    tokio::time::advance(ttl - tick).await;
+    assert_eq!(
+        router.delete_idle_channels(ttl),
+        std::slice::from_ref(&idle)
+    );
+    assert!(router.channel(&idle).is_none());
+    assert!(
+        router.channel(&key("r:made")).is_some(),
+        "created channels stay"
+    );
 }

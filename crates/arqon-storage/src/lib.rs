@@ -85,8 +85,9 @@ use memory::{Limits, MemoryStore};
 use redis::RedisStore;
 
 /// Channel history: memory rings or Redis Streams. Cheap to clone; every
-/// clone is the same store. When the last clone is dropped the Redis writer
-/// stops (call [`Storage::flush`] first to keep pending writes).
+/// clone is the same store. [`Storage::close`], or dropping the last clone,
+/// stops the Redis writer (call [`Storage::flush`] first to keep pending
+/// writes).
 #[derive(Debug, Clone)]
 pub struct Storage {
     inner: Arc<Inner>,
@@ -107,18 +108,20 @@ enum Backend {
 impl Storage {
     /// Opens the configured backend.
     ///
-    /// Memory is ready at once. Redis connects, waiting at most 2 s. If
-    /// Redis is unreachable: in strict mode this fails with
+    /// Memory is ready at once. Redis connects, waiting at most
+    /// `redis_connect_timeout` (timeouts from `config`, the rest of
+    /// [`RedisTuning`] at its defaults). If Redis is unreachable: in strict mode this fails with
     /// [`StorageError::Unavailable`]; in degraded mode it succeeds, starts
     /// degraded, and reconnects in the background. An unusable URL is
     /// [`StorageError::InvalidUrl`] in both modes.
     ///
     /// Must be called within a tokio runtime (the Redis writer is spawned).
     pub async fn open(config: &StorageConfig) -> Result<Storage, StorageError> {
-        Self::open_tuned(config, RedisTuning::default()).await
+        Self::open_tuned(config, RedisTuning::of(config)).await
     }
 
-    /// [`Storage::open`] with non-default Redis timeouts and batch size.
+    /// [`Storage::open`] with other Redis timeouts, backoff and batch size
+    /// than the configuration's (`tuning` replaces them).
     pub async fn open_tuned(
         config: &StorageConfig,
         tuning: RedisTuning,
@@ -289,6 +292,23 @@ impl Storage {
         match &self.inner.backend {
             Backend::Memory(_) => FlushReport::nothing_to_do(),
             Backend::Redis(redis) => redis.flush(deadline).await,
+        }
+    }
+
+    /// The end of a graceful shutdown, after [`Storage::flush`]: stops the
+    /// Redis writer and waits for its tasks, closing its connection (which
+    /// waits at most one second for Redis to answer). Entries recorded
+    /// afterwards stay in memory and are not written. Memory storage has
+    /// nothing to close.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the writer is stopped by the first poll; the tasks end
+    /// on their own.
+    pub async fn close(&self) {
+        match &self.inner.backend {
+            Backend::Memory(_) => {}
+            Backend::Redis(redis) => redis.close().await,
         }
     }
 }

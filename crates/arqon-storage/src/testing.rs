@@ -10,6 +10,10 @@
 //! panics so the test fails.
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, clippy::panic)]
+// The waits here block the thread (`std::thread::sleep`) on child
+// processes, so their deadlines are wall time; tokio's clock would stand
+// still under a test on paused time.
+#![allow(clippy::disallowed_types)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

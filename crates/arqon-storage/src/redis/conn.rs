@@ -10,6 +10,7 @@ use fred::prelude::{Builder, Client, ClientLike, Config, EventInterface, Value};
 use fred::types::{ClusterHash, CustomCommand};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use arqon_config::redact_url;
 
@@ -40,11 +41,12 @@ pub(crate) fn client_config(url: &str) -> Result<Config, StorageError> {
 /// Without a reconnect policy the client notices a closed socket (it
 /// reports it on its error stream) but keeps queueing commands until they
 /// time out. A watcher task turns that report into `lost`, so storage
-/// degrades at once instead of after a command timeout.
+/// degrades at once instead of after a command timeout; it ends when
+/// `lost` is cancelled, by a broken socket or by [`close`].
 #[derive(Debug, Clone)]
 pub(crate) struct Link {
     pub(crate) client: Client,
-    /// Cancelled when the connection is known to be broken.
+    /// Cancelled when the connection is known to be broken, or closed.
     pub(crate) lost: CancellationToken,
 }
 
@@ -55,7 +57,11 @@ impl Link {
 }
 
 /// Opens one connection, waiting at most `tuning.connect_timeout`.
-pub(crate) async fn connect(config: &Config, tuning: &RedisTuning) -> Result<Link, Error> {
+pub(crate) async fn connect(
+    config: &Config,
+    tuning: &RedisTuning,
+    tasks: &TaskTracker,
+) -> Result<Link, Error> {
     let client = Builder::from_config(config.clone())
         .with_connection_config(|connection| {
             connection.connection_timeout = tuning.connect_timeout;
@@ -72,9 +78,13 @@ pub(crate) async fn connect(config: &Config, tuning: &RedisTuning) -> Result<Lin
         Ok(Ok(_connection_task)) => {
             let lost = CancellationToken::new();
             let signal = lost.clone();
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 loop {
-                    match errors.recv().await {
+                    let error = tokio::select! {
+                        () = signal.cancelled() => return, // closed
+                        error = errors.recv() => error,
+                    };
+                    match error {
                         Ok((error, _server)) => {
                             if let Class::Retry(_) = classify(&error) {
                                 signal.cancel();
@@ -90,25 +100,26 @@ pub(crate) async fn connect(config: &Config, tuning: &RedisTuning) -> Result<Lin
         }
         Ok(Err(error)) => Err(error),
         Err(_elapsed) => {
-            close_client(client);
+            close_client(client, tasks);
             Err(Error::new(ErrorKind::Timeout, "connection timed out"))
         }
     }
 }
 
-/// Closes a connection in the background (never waits on a dead server).
-pub(crate) fn close(link: Link) {
+/// Closes a connection in a task on `tasks` (never waits on a dead server).
+pub(crate) fn close(link: Link, tasks: &TaskTracker) {
     link.lost.cancel();
-    close_client(link.client);
+    close_client(link.client, tasks);
 }
 
-fn close_client(client: Client) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(async move {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client.quit()).await;
-        });
-    }
+fn close_client(client: Client, tasks: &TaskTracker) {
+    tasks.spawn(async move {
+        let _ = tokio::time::timeout(QUIT_TIMEOUT, client.quit()).await;
+    });
 }
+
+/// How long a closing connection waits for Redis to answer `QUIT`.
+const QUIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How Redis keeps its data across a restart: `aof` when `INFO
 /// persistence` says `aof_enabled:1`, else `rdb` when `CONFIG GET save`

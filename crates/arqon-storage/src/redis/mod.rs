@@ -9,14 +9,16 @@ mod shared;
 mod writer;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arqon_config::{StorageBackend, StorageConfig, StorageMode};
 use arqon_protocol::ChannelKey;
 use arqon_telemetry::metrics::set_storage_degraded;
 use bytes::Bytes;
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::error::{BackendError, StorageError};
 use crate::query::{self, merge};
@@ -26,9 +28,10 @@ use crate::types::{
 };
 use shared::Shared;
 
-/// Timeouts and sizes of the Redis backend that SPEC §13 does not make
-/// configuration keys. [`Default`] is what [`Storage::open`](crate::Storage::open)
-/// uses; tests shorten them.
+/// Timeouts and sizes of the Redis backend. [`Storage::open`](crate::Storage::open)
+/// uses [`RedisTuning::of`] its configuration: the connect and command
+/// timeouts are configuration keys, the rest are these defaults; tests
+/// shorten them all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisTuning {
@@ -46,6 +49,18 @@ pub struct RedisTuning {
     /// While idle, Redis is pinged this often, so an outage shows in
     /// `status()` before the next write (1 s).
     pub health_interval: Duration,
+}
+
+impl RedisTuning {
+    /// The configured timeouts (`ARQONBUS_REDIS_CONNECT_TIMEOUT_MS`,
+    /// `ARQONBUS_REDIS_COMMAND_TIMEOUT_MS`), the rest at its default.
+    pub fn of(config: &StorageConfig) -> Self {
+        Self {
+            connect_timeout: config.redis_connect_timeout,
+            command_timeout: config.redis_command_timeout,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for RedisTuning {
@@ -98,6 +113,8 @@ pub(crate) struct RedisStore {
     shared: Arc<Shared>,
     /// Stops the writer when the last handle is dropped.
     cancel: CancellationToken,
+    /// The writer and its connections' tasks, waited for by `close`.
+    tasks: TaskTracker,
 }
 
 impl Drop for RedisStore {
@@ -123,7 +140,8 @@ impl RedisStore {
             },
         };
         let shared = Arc::new(Shared::new(config.mode, config.buffer_messages));
-        match conn::connect(&client_config, &settings.tuning).await {
+        let tasks = TaskTracker::new();
+        match conn::connect(&client_config, &settings.tuning, &tasks).await {
             Ok(link) => {
                 let persistence = conn::persistence(&link.client).await;
                 shared.set_persistence(persistence);
@@ -149,9 +167,20 @@ impl RedisStore {
             }
         }
         let cancel = CancellationToken::new();
-        let writer = writer::Writer::new(shared.clone(), settings, client_config, cancel.clone());
-        tokio::spawn(writer.run());
-        Ok(Self { shared, cancel })
+        let writer = writer::Writer::new(
+            shared.clone(),
+            settings,
+            client_config,
+            cancel.clone(),
+            tasks.clone(),
+        );
+        tasks.spawn(writer.run());
+        tasks.close();
+        Ok(Self {
+            shared,
+            cancel,
+            tasks,
+        })
     }
 
     pub(crate) fn record(&self, entry: Entry, want_ticket: bool) -> Stored {
@@ -292,10 +321,17 @@ impl RedisStore {
         }
     }
 
+    /// Stops the writer and waits until it and its connections' tasks have
+    /// ended (closing a connection waits at most one second for Redis).
+    pub(crate) async fn close(&self) {
+        self.cancel.cancel();
+        self.tasks.wait().await;
+    }
+
     pub(crate) async fn flush(&self, deadline: Duration) -> FlushReport {
         let started = Instant::now();
         let written_before = self.shared.written();
-        let give_up = tokio::time::Instant::now() + deadline;
+        let give_up = started + deadline;
         let mut progress = self.shared.progress();
         self.shared.wake.notify_one();
         loop {
@@ -306,11 +342,11 @@ impl RedisStore {
             // Ask a degraded writer to retry now rather than after its
             // backoff; re-asked every tick while Redis stays away.
             self.shared.hurry.notify_one();
-            let tick = tokio::time::Instant::now() + Duration::from_millis(250);
+            let tick = Instant::now() + Duration::from_millis(250);
             match tokio::time::timeout_at(give_up.min(tick), progress.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_closed)) => break,
-                Err(_elapsed) if tokio::time::Instant::now() >= give_up => break,
+                Err(_elapsed) if Instant::now() >= give_up => break,
                 Err(_elapsed) => {}
             }
         }

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arqon_config::{StorageBackend, StorageMode};
 use arqon_protocol::ChannelKey;
@@ -21,6 +21,7 @@ use fred::prelude::Client;
 
 use crate::redis::conn::Link;
 use tokio::sync::{Notify, broadcast, oneshot, watch};
+use tokio::time::Instant;
 
 use crate::query::{Item, millis};
 use crate::sync::{lock, read, write};

@@ -40,6 +40,7 @@ use fred::prelude::{Client, ClientLike, KeysInterface, Value};
 use fred::types::Key;
 use fred::types::{ClusterHash, CustomCommand};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::layout::{entry_id, meta_key, stream_key};
 use crate::query::millis;
@@ -157,6 +158,8 @@ pub(crate) struct Writer {
     settings: Settings,
     config: fred::prelude::Config,
     cancel: CancellationToken,
+    /// Where the writer's connections run their watcher and closing tasks.
+    tasks: TaskTracker,
     /// Per channel, its epoch and the highest `seq` Redis confirmed
     /// written in it: Redis holding less means history was lost. Kept
     /// across reconnections (that is when a loss shows); forgotten on
@@ -175,12 +178,14 @@ impl Writer {
         settings: Settings,
         config: fred::prelude::Config,
         cancel: CancellationToken,
+        tasks: TaskTracker,
     ) -> Self {
         Self {
             shared,
             settings,
             config,
             cancel,
+            tasks,
             confirmed: HashMap::new(),
             lost: HashMap::new(),
             failures: 0,
@@ -228,7 +233,7 @@ impl Writer {
             }
         }
         if let Some(link) = self.shared.replace_link(None) {
-            conn::close(link);
+            conn::close(link, &self.tasks);
         }
     }
 
@@ -272,7 +277,7 @@ impl Writer {
             );
         }
         if let Some(link) = self.shared.replace_link(None) {
-            conn::close(link);
+            conn::close(link, &self.tasks);
         }
     }
 
@@ -285,7 +290,7 @@ impl Writer {
             () = tokio::time::sleep(delay) => {}
             () = self.shared.hurry.notified() => {}
         }
-        match conn::connect(&self.config, &self.settings.tuning).await {
+        match conn::connect(&self.config, &self.settings.tuning, &self.tasks).await {
             Ok(link) => {
                 // Redis may have restarted with another configuration.
                 let persistence = conn::persistence(&link.client).await;
@@ -293,7 +298,7 @@ impl Writer {
                     super::warn_about_persistence(persistence);
                 }
                 if let Some(old) = self.shared.replace_link(Some(link)) {
-                    conn::close(old);
+                    conn::close(old, &self.tasks);
                 }
                 self.shared.set_recovered();
                 tracing::info!(

@@ -11,7 +11,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::print_stdout)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arqon_protocol::{ChannelKey, Timestamp};
 use arqon_storage::{
@@ -20,6 +20,7 @@ use arqon_storage::{
 };
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
+use tokio::time::Instant;
 
 pub use arqon_storage::testing::*;
 

@@ -1,7 +1,7 @@
-//! Shared test helpers: a real ArqonBus server in-process on 127.0.0.1,
-//! and client options with short timeouts and fast reconnects.
-
-#![allow(dead_code, clippy::unwrap_used, clippy::missing_panics_doc)]
+//! For tests of `arqon-client` against a real server: servers that shut
+//! down quickly, client options with short timeouts and fast reconnects, a
+//! TCP proxy whose connections can be cut, and waits on the client's
+//! connection state.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,110 +11,51 @@ use std::time::Duration;
 use arqon_client::{ConnectOptions, ReconnectPolicy};
 use arqon_config::{Config, ConfigBuilder};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+use crate::TestServer;
 
 /// How long any single expected event may take.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-#[derive(Debug)]
-pub struct TestServer {
-    pub addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<()>>,
-}
+/// The shutdown grace of servers for client tests: short, so that `stop`
+/// returns soon even when a client (behind a paused proxy) never closes.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 impl TestServer {
-    pub async fn start() -> Self {
-        Self::with(|b| b).await
+    /// A server for client tests ([`SHUTDOWN_GRACE`]) whose configuration
+    /// `adjust` changes.
+    pub async fn for_clients(adjust: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Self {
+        Self::with_config(client_config(adjust)).await
     }
 
-    pub async fn with(adjust: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        Self::serve(listener, adjust)
-    }
-
-    /// A server on a given address (to restart "the same" server); retries
-    /// the bind while the previous listener's port is being released.
-    pub async fn start_on(addr: SocketAddr) -> Self {
-        Self::start_on_with(addr, |b| b).await
-    }
-
-    /// [`start_on`](Self::start_on) with a configuration.
-    pub async fn start_on_with(
+    /// [`for_clients`](Self::for_clients) on a given address, to restart
+    /// "the same" server.
+    pub async fn for_clients_on(
         addr: SocketAddr,
         adjust: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
     ) -> Self {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let listener = loop {
-            match TcpListener::bind(addr).await {
-                Ok(listener) => break listener,
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("cannot bind {addr} again: {e}"),
-            }
-        };
-        Self::serve(listener, adjust)
-    }
-
-    fn serve(listener: TcpListener, adjust: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Self {
-        let config = adjust(
-            Config::builder()
-                .port(0)
-                .telemetry_port(0)
-                .shutdown_grace(Duration::from_secs(2)),
-        )
-        .build()
-        .expect("valid test config");
-        let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(async move {
-            arqonbus_server::serve(listener, config, async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("server ran");
-        });
-        Self {
-            addr,
-            shutdown: Some(tx),
-            handle: Some(handle),
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("ws://{}/", self.addr)
+        Self::with_config_on(addr, client_config(adjust)).await
     }
 
     /// Options for this server: short timeouts, fast reconnects.
     pub fn options(&self) -> ConnectOptions {
         options(&self.url())
     }
-
-    /// Shuts down (clients get close 1001) and waits until it has.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(handle) = self.handle.take() {
-            tokio::time::timeout(Duration::from_secs(15), handle)
-                .await
-                .expect("server stops in time")
-                .expect("server task");
-        }
-    }
 }
 
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
+fn client_config(adjust: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Config {
+    adjust(
+        Config::builder()
+            .port(0)
+            .telemetry_port(0)
+            .shutdown_grace(SHUTDOWN_GRACE),
+    )
+    .build()
+    .expect("valid test config")
 }
 
+/// Options for `url`: short timeouts, fast reconnects.
 pub fn options(url: &str) -> ConnectOptions {
     ConnectOptions::new(url)
         .request_timeout(WAIT)
@@ -135,6 +76,7 @@ pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>)
 }
 
 /// A TCP proxy whose connections can be cut while the server stays up.
+#[derive(Debug)]
 pub struct Proxy {
     pub addr: SocketAddr,
     paused: Arc<AtomicBool>,
