@@ -207,6 +207,18 @@ impl ConfigBuilder {
         cluster(ClusterMode) => CLUSTER, |c, v| c.cluster.mode = v;
         /// This node's id.
         node_id(impl Into<String>) => NODE_ID, |c, v| c.cluster.node_id = v.into();
+        /// How often a cluster node renews its presence.
+        cluster_heartbeat(Duration) => CLUSTER_HEARTBEAT_MS, |c, v| c.cluster.heartbeat = v;
+        /// How long a node counts as alive after its last heartbeat.
+        cluster_node_ttl(Duration) => CLUSTER_NODE_TTL_MS, |c, v| c.cluster.node_ttl = v;
+        /// How long startup waits for the cluster's Redis.
+        cluster_connect_timeout(Duration) => CLUSTER_CONNECT_TIMEOUT_MS, |c, v| c.cluster.connect_timeout = v;
+        /// How long a cluster Redis command may take.
+        cluster_command_timeout(Duration) => CLUSTER_COMMAND_TIMEOUT_MS, |c, v| c.cluster.command_timeout = v;
+        /// Bound of each cluster queue.
+        cluster_queue_capacity(usize) => CLUSTER_QUEUE_CAPACITY, |c, v| c.cluster.queue_capacity = v;
+        /// Most publishes in one Redis pipeline.
+        cluster_publish_batch(usize) => CLUSTER_PUBLISH_BATCH, |c, v| c.cluster.publish_batch = v;
         /// Log level or filter directive.
         log_level(impl Into<String>) => LOG_LEVEL, |c, v| c.log.level = v.into();
         /// Log output format.

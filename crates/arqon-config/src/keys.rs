@@ -108,6 +108,12 @@ pub(crate) mod names {
     pub(crate) const TELEMETRY_STATS_INTERVAL_MS: &str = "ARQONBUS_TELEMETRY_STATS_INTERVAL_MS";
     pub(crate) const CLUSTER: &str = "ARQONBUS_CLUSTER";
     pub(crate) const NODE_ID: &str = "ARQONBUS_NODE_ID";
+    pub(crate) const CLUSTER_HEARTBEAT_MS: &str = "ARQONBUS_CLUSTER_HEARTBEAT_MS";
+    pub(crate) const CLUSTER_NODE_TTL_MS: &str = "ARQONBUS_CLUSTER_NODE_TTL_MS";
+    pub(crate) const CLUSTER_CONNECT_TIMEOUT_MS: &str = "ARQONBUS_CLUSTER_CONNECT_TIMEOUT_MS";
+    pub(crate) const CLUSTER_COMMAND_TIMEOUT_MS: &str = "ARQONBUS_CLUSTER_COMMAND_TIMEOUT_MS";
+    pub(crate) const CLUSTER_QUEUE_CAPACITY: &str = "ARQONBUS_CLUSTER_QUEUE_CAPACITY";
+    pub(crate) const CLUSTER_PUBLISH_BATCH: &str = "ARQONBUS_CLUSTER_PUBLISH_BATCH";
     pub(crate) const LOG_LEVEL: &str = "ARQONBUS_LOG_LEVEL";
     pub(crate) const LOG_FORMAT: &str = "ARQONBUS_LOG_FORMAT";
 }
@@ -488,6 +494,48 @@ pub const KEYS: &[KeySpec] = &[
         None,
         "(random node-<12 hex>)",
         "This node's id, unique in a cluster: 1-64 chars of [A-Za-z0-9_.:-].",
+    ),
+    key(
+        CLUSTER_HEARTBEAT_MS,
+        &[],
+        None,
+        "5000",
+        "Milliseconds between a cluster node's heartbeats (renewing its presence in Redis).",
+    ),
+    key(
+        CLUSTER_NODE_TTL_MS,
+        &[],
+        None,
+        "15000",
+        "Milliseconds a cluster node counts as alive after its last heartbeat (more than the heartbeat, at most 30000).",
+    ),
+    key(
+        CLUSTER_CONNECT_TIMEOUT_MS,
+        &[],
+        None,
+        "2000",
+        "Milliseconds startup waits for the cluster's Redis before serving its own clients alone.",
+    ),
+    key(
+        CLUSTER_COMMAND_TIMEOUT_MS,
+        &[],
+        None,
+        "2000",
+        "Milliseconds a cluster Redis command may take; a publish that times out is routed on this node alone.",
+    ),
+    key(
+        CLUSTER_QUEUE_CAPACITY,
+        &[],
+        None,
+        "65536",
+        "Bound of each cluster queue (publishes waiting for Redis, Pub/Sub messages waiting for the node, subscription changes).",
+    ),
+    key(
+        CLUSTER_PUBLISH_BATCH,
+        &[],
+        None,
+        "256",
+        "Most publishes sent to Redis in one pipeline.",
     ),
     key(
         LOG_LEVEL,

@@ -312,6 +312,12 @@ pub(crate) fn apply(
                 config.cluster.node_id = id;
             }
         }
+        CLUSTER_HEARTBEAT_MS => config.cluster.heartbeat = input.millis()?,
+        CLUSTER_NODE_TTL_MS => config.cluster.node_ttl = input.millis()?,
+        CLUSTER_CONNECT_TIMEOUT_MS => config.cluster.connect_timeout = input.millis()?,
+        CLUSTER_COMMAND_TIMEOUT_MS => config.cluster.command_timeout = input.millis()?,
+        CLUSTER_QUEUE_CAPACITY => config.cluster.queue_capacity = input.uint(EXPECT_UINT)?,
+        CLUSTER_PUBLISH_BATCH => config.cluster.publish_batch = input.uint(EXPECT_UINT)?,
         LOG_LEVEL => config.log.level = input.string()?,
         LOG_FORMAT => config.log.format = input.choice(LogFormat::parse, "one of text, json")?,
         // `KEYS` and this match are kept in step by a test; a key without a

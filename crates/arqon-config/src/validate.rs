@@ -60,6 +60,8 @@ const LOG_LEVEL_RULE: &str =
     "trace, debug, info, warn, error, off, or a directive such as info,arqon_routing=debug";
 
 /// Checks every rule; the first violation, in `KEYS` order, is returned.
+/// SPEC §10: a dead node's members are gone within 30 s.
+const MAX_NODE_TTL: Duration = Duration::from_secs(30);
 /// The longest write-coalescing window: beyond it, batching is latency.
 const MAX_WRITE_COALESCE: Duration = Duration::from_secs(1);
 
@@ -224,6 +226,20 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
     if !is_node_id(&cluster.node_id) {
         return invalid(NODE_ID, cluster.node_id.clone(), NODE_ID_RULE);
     }
+    positive_millis(CLUSTER_HEARTBEAT_MS, cluster.heartbeat)?;
+    positive_millis(CLUSTER_CONNECT_TIMEOUT_MS, cluster.connect_timeout)?;
+    positive_millis(CLUSTER_COMMAND_TIMEOUT_MS, cluster.command_timeout)?;
+    // SPEC §10: a dead node's members go within 30 s; a TTL at or under
+    // the heartbeat would let live nodes expire between two heartbeats.
+    if cluster.node_ttl <= cluster.heartbeat || cluster.node_ttl > MAX_NODE_TTL {
+        return invalid(
+            CLUSTER_NODE_TTL_MS,
+            cluster.node_ttl.as_millis().to_string(),
+            "milliseconds above ARQONBUS_CLUSTER_HEARTBEAT_MS and at most 30000",
+        );
+    }
+    at_least_one(CLUSTER_QUEUE_CAPACITY, widen(cluster.queue_capacity))?;
+    at_least_one(CLUSTER_PUBLISH_BATCH, widen(cluster.publish_batch))?;
 
     if !is_log_filter(&config.log.level) {
         return invalid(LOG_LEVEL, config.log.level.clone(), LOG_LEVEL_RULE);

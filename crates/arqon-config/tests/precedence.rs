@@ -115,6 +115,28 @@ const SAMPLES: &[Sample] = &[
         &[("ARQONBUS_STORAGE", "redis")],
     ),
     ("ARQONBUS_NODE_ID", ["n1", "n2", "n3"], &[]),
+    (
+        "ARQONBUS_CLUSTER_HEARTBEAT_MS",
+        ["1000", "2000", "3000"],
+        &[],
+    ),
+    (
+        "ARQONBUS_CLUSTER_NODE_TTL_MS",
+        ["16000", "20000", "30000"],
+        &[],
+    ),
+    (
+        "ARQONBUS_CLUSTER_CONNECT_TIMEOUT_MS",
+        ["100", "200", "300"],
+        &[],
+    ),
+    (
+        "ARQONBUS_CLUSTER_COMMAND_TIMEOUT_MS",
+        ["100", "200", "300"],
+        &[],
+    ),
+    ("ARQONBUS_CLUSTER_QUEUE_CAPACITY", ["1", "2", "3"], &[]),
+    ("ARQONBUS_CLUSTER_PUBLISH_BATCH", ["1", "2", "3"], &[]),
     ("ARQONBUS_LOG_LEVEL", ["debug", "warn", "error"], &[]),
     ("ARQONBUS_LOG_FORMAT", ["json", "text", "json"], &[]),
 ];
