@@ -75,6 +75,15 @@ struct State {
     lag: Lag,
 }
 
+impl State {
+    /// Takes every queued frame, which frees their room in the budget, and
+    /// whether one of them was urgent.
+    fn take_frames(&mut self) -> (Frames, bool) {
+        self.bytes = 0;
+        (mem::take(&mut self.frames), mem::take(&mut self.urgent))
+    }
+}
+
 /// At most one lagged notice per this interval (SPEC §16).
 const LAGGED_NOTICE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -315,12 +324,6 @@ impl Outbound {
         self.shared.ready.notify_one();
     }
 
-    /// Takes every queued frame, which frees their room in the budget.
-    fn take_frames(&self, state: &mut State) -> (Frames, bool) {
-        state.bytes = 0;
-        (mem::take(&mut state.frames), mem::take(&mut state.urgent))
-    }
-
     /// Waits for work: takes every queued frame and returns
     /// [`Batch::Frames`], or, once the queue is empty and a close was
     /// requested, returns [`Batch::Close`]. A lagged notice that is owed
@@ -338,7 +341,7 @@ impl Outbound {
                 let mut state = self.state();
                 let notice = state.lag.take_due(now);
                 if !state.frames.is_empty() || notice.is_some() {
-                    let (mut frames, urgent) = self.take_frames(&mut state);
+                    let (mut frames, urgent) = state.take_frames();
                     drop(state);
                     // The notice goes first: every message queued after the
                     // drops it reports follows it.
@@ -389,7 +392,7 @@ impl Outbound {
             {
                 let mut state = self.state();
                 if state.urgent || state.close.is_some() || sleep.is_elapsed() {
-                    let (more, _urgent) = self.take_frames(&mut state);
+                    let (more, _urgent) = state.take_frames();
                     drop(state);
                     frames.extend(more);
                     self.shared.room.notify_waiters();
