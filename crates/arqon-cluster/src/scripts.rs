@@ -38,13 +38,7 @@ if type(added) == 'table' and added.err then
   stored = 0
 end
 local ttl = tonumber(ARGV[4])
-if ttl > 0 then
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[2], ttl)
-else
-  redis.call('PERSIST', KEYS[1])
-  redis.call('PERSIST', KEYS[2])
-end
+$APPLY_TTL
 redis.call('PUBLISH', ARGV[5], ARGV[7] .. seq .. '\t' .. epoch .. '\n' .. frame)
 local members = 0
 for _, node in ipairs(redis.call('SMEMBERS', KEYS[3])) do

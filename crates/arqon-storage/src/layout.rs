@@ -117,12 +117,26 @@ pub fn parse_entry_id(id: &str) -> Option<u64> {
     id.split_once('-').map_or(id, |(seq, _)| seq).parse().ok()
 }
 
+/// The retention rule of a channel's two keys, for scripts (`$APPLY_TTL`):
+/// `KEYS[1]` and `KEYS[2]` (its meta hash and its stream, in either order)
+/// expire after the local `ttl` seconds, or are kept for good when it is 0.
+/// History writes and cluster publishes apply the same rule.
+const APPLY_TTL: &str = "if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+else
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+end";
+
 /// A Lua script with the field names of this layout: `$EPOCH`,
 /// `$LAST_SEQ`, `$ENVELOPE` and `$TS` in `template` become [`FIELD_EPOCH`],
 /// [`FIELD_LAST_SEQ`], [`FIELD_ENVELOPE`] and [`FIELD_TS`], so that no
-/// script spells a field itself.
+/// script spells a field itself; `$APPLY_TTL` becomes the retention rule
+/// of the channel's keys.
 pub fn script(template: &str) -> String {
     template
+        .replace("$APPLY_TTL", APPLY_TTL)
         .replace("$EPOCH", FIELD_EPOCH)
         .replace("$LAST_SEQ", FIELD_LAST_SEQ)
         .replace("$ENVELOPE", FIELD_ENVELOPE)
@@ -200,5 +214,9 @@ mod tests {
             lua,
             "redis.call('HSET', KEYS[1], 'epoch', e, 'last_seq', 0, 'envelope', 'ts')"
         );
+        let retention = script("local ttl = 5\n$APPLY_TTL");
+        assert!(retention.contains("redis.call('EXPIRE', KEYS[2], ttl)"));
+        assert!(retention.contains("redis.call('PERSIST', KEYS[1])"));
+        assert!(!retention.contains('$'));
     }
 }

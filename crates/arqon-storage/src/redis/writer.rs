@@ -108,13 +108,7 @@ end
 -- Never move last_seq back: in a cluster another node may have gone further.
 local last = tonumber(redis.call('HGET', KEYS[2], '$LAST_SEQ') or '0') or 0
 redis.call('HSET', KEYS[2], '$EPOCH', ARGV[2], '$LAST_SEQ', math.max(last, tonumber(ARGV[3])))
-if ttl > 0 then
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[2], ttl)
-else
-  redis.call('PERSIST', KEYS[1])
-  redis.call('PERSIST', KEYS[2])
-end
+$APPLY_TTL
 return 1
 ",
     )
